@@ -1,0 +1,1 @@
+"""Scoring back-end for speaker verification (numpy / scikit-learn only, never torch)."""
