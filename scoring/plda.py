@@ -1,0 +1,332 @@
+"""Two-covariance PLDA back-end: pre-processing, EM training, closed-form LLR scoring, `.npz` persistence.
+
+Model (Ioffe, "Probabilistic linear discriminant analysis", ECCV 2006; the "two-covariance" variant of
+Sizov, Lee & Kinnunen, "Unifying probabilistic linear discriminant analysis variants in biometric
+authentication", S+SSPR 2014), for a pre-processed embedding x of speaker s:
+
+    x = y_s + e,    y_s ~ N(mu, S_b),    e ~ N(0, S_w)       (S_b = B^-1, S_w = W^-1)
+
+Pre-processing (`PLDA.transform`): centre on the training mean, LDA to `lda_dim`, whiten with the training
+covariance, length-normalise to radius sqrt(dim) (Garcia-Romero & Espy-Wilson 2011; see `scoring.lda`).
+
+Scoring works, as Kaldi's `ivector-plda-scoring` does, in the basis that diagonalises both covariances
+(z = (x - mu) U with U^T S_w U = I, U^T S_b U = diag(psi)), where the two-covariance pairwise
+log-likelihood ratio (Garcia-Romero & Espy-Wilson 2011) has diagonal quadratic terms:
+
+    llr(e, t) = 0.5 e'Qe + 0.5 t'Qt + e'Pt + c,
+    Q = 1/(1+psi) - (1+psi)/(1+2 psi),  P = psi/(1+2 psi),  c = sum log(1+psi) - 0.5 log(1+2 psi),
+
+so a (m, k) score matrix costs one GEMM plus row terms. `PLDA.Q` / `PLDA.P` give the same matrices in the
+transformed space. All scores are natural-log likelihood ratios.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+from scipy import linalg
+
+from scoring.io import ScoringInputError, atomic_write
+from scoring.lda import ClassStats, check_full_rank, lda_projection, length_normalize, whitening_projection
+
+_FORMAT = "spkver-plda-v1"
+_ARRAYS = ("mean_", "projection_", "plda_mean_", "between_", "within_", "loglik_")
+_LOG2PI = np.log(2.0 * np.pi)
+
+
+def em_step(stats: ClassStats, mu: np.ndarray, between: np.ndarray, within: np.ndarray):
+    """One exact EM iteration for the two-covariance model; returns (mu, between, within, loglik).
+
+    `stats` hold the pre-processed training vectors grouped by speaker; `mu` (dim,), `between` and
+    `within` (dim, dim) are the current parameters and `loglik` is the marginal log-likelihood of the
+    training data under them (non-decreasing across iterations).
+
+    E-step (Sizov et al. 2014, sec. 3.2): speaker s with n_s vectors summing to f_s has the posterior
+    y_s ~ N(L_s^-1 (B mu + W f_s), L_s^-1), L_s = B + n_s W. In the basis where W = I and B = diag(1/psi)
+    every L_s is diagonal, so the posteriors of all speakers come from one generalised eigendecomposition
+    and elementwise operations; the posterior covariances are accumulated once per distinct count n_s.
+    M-step: mu = mean E[y], S_b = mean E[y y'] - mu mu', S_w = (1/N) sum_s sum_j E[(x_j - y_s)(x_j - y_s)'].
+    """
+    counts = stats.counts.astype(np.float64)
+    psi, U = linalg.eigh(between, within)  # U^T S_w U = I, U^T S_b U = diag(psi)
+    psi = np.maximum(psi, 0.0)
+    G = within @ U  # maps z back to x: x = z G^T (G = U^-T)
+    fz = stats.sums @ U  # (n_spk, dim)
+    muz = mu @ U
+    denom = 1.0 + counts[:, None] * psi  # (n_spk, dim)
+    ez = (muz + psi * fz) / denom  # posterior means in z
+    uniq, n_with = np.unique(counts, return_counts=True)
+    post_var = psi / (1.0 + uniq[:, None] * psi)  # (n_counts, dim): one row per distinct count
+    var_sum = n_with @ post_var
+    var_nsum = (n_with * uniq) @ post_var
+
+    # Marginal log-likelihood in z (per dimension independent), plus the Jacobian of x -> z.
+    zbar = fz / counts[:, None]
+    within_ss = float(np.sum((stats.within_scatter() @ U) * U))
+    tot_var = psi + 1.0 / counts[:, None]
+    loglik = (
+        -0.5 * stats.dim * np.sum((counts - 1.0) * _LOG2PI + np.log(counts))
+        - 0.5 * within_ss
+        - 0.5 * np.sum(_LOG2PI + np.log(tot_var) + (zbar - muz) ** 2 / tot_var)
+        - 0.5 * stats.n_total * np.linalg.slogdet(within)[1]
+    )
+
+    ey = ez @ G.T  # (n_spk, dim) posterior means in x
+    eyy_sum = (G * var_sum) @ G.T + ey.T @ ey
+    n_eyy_sum = (G * var_nsum) @ G.T + ey.T @ (counts[:, None] * ey)
+    f_ey = stats.sums.T @ ey
+    mu_new = ey.mean(axis=0)
+    between_new = eyy_sum / stats.n_classes - np.outer(mu_new, mu_new)
+    within_new = (stats.second - f_ey - f_ey.T + n_eyy_sum) / stats.n_total
+    return mu_new, 0.5 * (between_new + between_new.T), 0.5 * (within_new + within_new.T), float(loglik)
+
+
+def _as_matrix(X, name: str, dim: int | None = None) -> np.ndarray:
+    """Validate a finite 2-D float array (n, dim); errors name the argument and the first bad row."""
+    try:
+        X = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ScoringInputError(f"{name}: not a numeric array ({err})") from None
+    if X.ndim != 2:
+        raise ScoringInputError(f"{name}: expected a 2-D array (n, dim), got shape {X.shape}")
+    if dim is not None and X.shape[1] != dim:
+        raise ScoringInputError(f"{name}: expected {dim} columns, got {X.shape[1]}")
+    bad = ~np.isfinite(X).all(axis=1)
+    if bad.any():
+        raise ScoringInputError(f"{name}: row {int(np.argmax(bad))} contains NaN or inf")
+    return X
+
+
+class PLDA:
+    """Two-covariance PLDA with LDA / whitening / length-norm pre-processing.
+
+    Parameters
+    ----------
+    lda_dim : output dimension of LDA (None: no LDA); must be < the number of training speakers.
+    n_iter : EM iterations (0 keeps the moment-based initialisation).
+    length_norm : project pre-processed vectors onto the sphere of radius sqrt(dim).
+    whiten : whiten (after LDA) with the covariance of the training vectors.
+
+    Fitted attributes: `mean_` (d_in,), `projection_` (d_in, dim) (LDA then whitening), `plda_mean_` (dim,),
+    `between_` / `within_` (dim, dim) covariances in the transformed space, `loglik_` (n_iter,) EM
+    log-likelihood before each iteration.
+
+    Example
+    -------
+    >>> rng = np.random.default_rng(0)
+    >>> spk = np.repeat(np.arange(20), 5)
+    >>> X = rng.normal(size=(20, 8))[spk] + 0.5 * rng.normal(size=(100, 8))
+    >>> plda = PLDA(lda_dim=6).fit(X, spk)
+    >>> plda.score_matrix(X[:3], X[:4]).shape
+    (3, 4)
+    """
+
+    def __init__(self, lda_dim: int | None = None, n_iter: int = 10, length_norm: bool = True,
+                 whiten: bool = True):
+        if lda_dim is not None and (not isinstance(lda_dim, (int, np.integer)) or lda_dim < 1):
+            raise ScoringInputError(f"lda_dim must be a positive integer or None, got {lda_dim!r}")
+        if not isinstance(n_iter, (int, np.integer)) or n_iter < 0:
+            raise ScoringInputError(f"n_iter must be a non-negative integer, got {n_iter!r}")
+        self.lda_dim = None if lda_dim is None else int(lda_dim)
+        self.n_iter = int(n_iter)
+        self.length_norm = bool(length_norm)
+        self.whiten = bool(whiten)
+        self.mean_: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ training
+    def fit(self, X, spk) -> "PLDA":
+        """Train on X (n, d) embeddings with speaker labels spk (n,) (any hashable labels)."""
+        X = _as_matrix(X, "X")
+        spk = np.asarray(spk)
+        if spk.ndim != 1 or spk.shape[0] != X.shape[0]:
+            raise ScoringInputError(f"spk: expected {X.shape[0]} labels (one per row of X), got shape {spk.shape}")
+        names, labels = np.unique(spk, return_inverse=True)
+        counts = np.bincount(labels)
+        if len(names) < 2:
+            raise ScoringInputError(f"PLDA needs at least 2 speakers, got {len(names)}")
+        if counts.max() < 2:
+            raise ScoringInputError("PLDA needs some speaker with at least 2 utterances; every speaker has 1")
+        if self.lda_dim is not None and self.lda_dim >= len(names):
+            raise ScoringInputError(f"lda_dim={self.lda_dim} must be < the number of speakers ({len(names)})")
+        if self.lda_dim is not None and self.lda_dim > X.shape[1]:
+            raise ScoringInputError(f"lda_dim={self.lda_dim} exceeds the embedding dimension {X.shape[1]}")
+
+        self.mean_ = X.mean(axis=0)
+        Xc = X - self.mean_
+        try:
+            stats = ClassStats.from_data(Xc, labels, len(names))
+            proj = np.eye(X.shape[1])
+            if self.lda_dim is not None:
+                proj = lda_projection(stats, self.lda_dim)
+            if self.whiten:
+                proj = proj @ whitening_projection(proj.T @ stats.second @ proj, stats.n_total)
+        except ValueError as err:
+            raise ScoringInputError(f"PLDA.fit: {err}") from None
+        self.projection_ = np.ascontiguousarray(proj)
+        Y = Xc @ proj
+        if self.length_norm:
+            Y = length_normalize(Y)
+        stats = ClassStats.from_data(Y, labels, len(names))
+        self._train(stats)
+        return self
+
+    def _train(self, stats: ClassStats) -> None:
+        """Initialise from class moments, then run `n_iter` EM steps on pre-processed statistics."""
+        within = stats.within_scatter() / stats.n_total
+        try:
+            check_full_rank(within, "the within-speaker covariance of the transformed vectors")
+        except ValueError as err:
+            raise ScoringInputError(f"PLDA.fit: {err}") from None
+        means = stats.sums / stats.counts[:, None]
+        mu = means.mean(axis=0)
+        between = np.cov(means, rowvar=False, bias=True).reshape(stats.dim, stats.dim)
+        between = between + 1e-6 * np.trace(within) / stats.dim * np.eye(stats.dim)
+        loglik = []
+        for _ in range(self.n_iter):
+            mu, between, within, ll = em_step(stats, mu, between, within)
+            loglik.append(ll)
+        self.loglik_ = np.asarray(loglik, dtype=np.float64)
+        self._set_model(mu, between, within)
+
+    def _set_model(self, mu: np.ndarray, between: np.ndarray, within: np.ndarray) -> None:
+        """Store the model and its diagonalising basis: U^T S_w U = I, U^T S_b U = diag(psi)."""
+        self.plda_mean_, self.between_, self.within_ = mu, between, within
+        psi, U = linalg.eigh(between, within)
+        self._psi = np.maximum(psi, 0.0)
+        self._basis = U
+        self._q = 1.0 / (1.0 + self._psi) - (1.0 + self._psi) / (1.0 + 2.0 * self._psi)
+        self._p = self._psi / (1.0 + 2.0 * self._psi)
+        self._const = float(np.sum(np.log1p(self._psi) - 0.5 * np.log1p(2.0 * self._psi)))
+
+    # ------------------------------------------------------------------ transform
+    def _check_fitted(self) -> None:
+        if self.mean_ is None:
+            raise RuntimeError("PLDA is not fitted: call fit() or PLDA.load() first")
+
+    @property
+    def dim(self) -> int:
+        """Dimension of the transformed space the PLDA model lives in."""
+        self._check_fitted()
+        return int(self.projection_.shape[1])
+
+    def transform(self, X, name: str = "X") -> np.ndarray:
+        """Pre-process X (n, d_in) -> (n, dim): centre, LDA, whiten, length-normalise (as configured)."""
+        self._check_fitted()
+        X = _as_matrix(X, name, self.mean_.shape[0])
+        Y = (X - self.mean_) @ self.projection_
+        return length_normalize(Y) if self.length_norm else Y
+
+    def _latent(self, X, name: str, transformed: bool) -> np.ndarray:
+        """(n, d_in) raw or (n, dim) transformed vectors -> (n, dim) coordinates z in the diagonal basis."""
+        Y = _as_matrix(X, name, self.dim) if transformed else self.transform(X, name)
+        return (Y - self.plda_mean_) @ self._basis
+
+    # ------------------------------------------------------------------ scoring
+    @property
+    def Q(self) -> np.ndarray:
+        """(dim, dim) quadratic-term matrix of the pairwise LLR in the transformed space (around plda_mean_)."""
+        self._check_fitted()
+        return (self._basis * self._q) @ self._basis.T
+
+    @property
+    def P(self) -> np.ndarray:
+        """(dim, dim) cross-term matrix of the pairwise LLR in the transformed space (around plda_mean_)."""
+        self._check_fitted()
+        return (self._basis * self._p) @ self._basis.T
+
+    @property
+    def const(self) -> float:
+        """Constant term c of the pairwise LLR."""
+        self._check_fitted()
+        return self._const
+
+    def _row_terms(self, Z: np.ndarray) -> np.ndarray:
+        return 0.5 * (Z * Z) @ self._q
+
+    def score(self, enroll, test, transformed: bool = False) -> np.ndarray:
+        """Paired LLRs: enroll (n, d), test (n, d) -> (n,). `transformed=True`: inputs come from `transform`."""
+        E = self._latent(enroll, "enroll", transformed)
+        T = self._latent(test, "test", transformed)
+        if E.shape[0] != T.shape[0]:
+            raise ScoringInputError(f"enroll has {E.shape[0]} rows but test has {T.shape[0]}; score() pairs rows")
+        return np.einsum("ij,ij->i", E * self._p, T) + self._row_terms(E) + self._row_terms(T) + self._const
+
+    def score_matrix(self, enroll, test, transformed: bool = False) -> np.ndarray:
+        """All-pairs LLRs: enroll (m, d), test (k, d) -> (m, k)."""
+        E = self._latent(enroll, "enroll", transformed)
+        T = self._latent(test, "test", transformed)
+        S = (E * self._p) @ T.T
+        S += self._row_terms(E)[:, None]
+        S += self._row_terms(T)[None, :] + self._const
+        return S
+
+    def score_multi(self, enroll_sets: Sequence, test, transformed: bool = False) -> np.ndarray:
+        """Multi-enrollment LLRs: enroll_sets[i] (k_i, d) against test row i; test (n, d) -> (n,).
+
+        llr_i = log p(t_i | e_1..e_k same speaker) - log p(t_i): the speaker variable's posterior given the
+        k_i enrollment vectors is N(k psi ebar / (1 + k psi), psi / (1 + k psi)) per dimension of the diagonal
+        basis (ebar: mean of the enrollment vectors there), as in Kaldi's `Plda::LogLikelihoodRatio` with
+        num_utts. It is exact for the model and equals `score` when k_i = 1.
+        """
+        T = self._latent(test, "test", transformed)
+        if len(enroll_sets) != T.shape[0]:
+            raise ScoringInputError(f"got {len(enroll_sets)} enrollment sets for {T.shape[0]} test rows")
+        sets = [_as_matrix(v, f"enroll_sets[{i}]", self.dim if transformed else self.mean_.shape[0])
+                for i, v in enumerate(enroll_sets)]
+        counts = np.array([len(v) for v in sets], dtype=np.float64)
+        if np.any(counts == 0):
+            raise ScoringInputError(f"enroll_sets[{int(np.argmin(counts))}] is empty")
+        if not sets:
+            return np.empty(0)
+        Z = self._latent(np.concatenate(sets), "enroll_sets", transformed)  # transform all vectors in one go
+        starts = np.concatenate(([0], np.cumsum(counts[:-1]).astype(np.int64)))
+        means = np.add.reduceat(Z, starts, axis=0) / counts[:, None]
+        kpsi = counts[:, None] * self._psi
+        post_mean = kpsi * means / (1.0 + kpsi)
+        pred_var = 1.0 + self._psi / (1.0 + kpsi)
+        null_var = 1.0 + self._psi
+        return 0.5 * np.sum(
+            np.log(null_var) - np.log(pred_var) + T * T / null_var - (T - post_mean) ** 2 / pred_var, axis=1
+        )
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path) -> None:
+        """Write all arrays and hyper-parameters to `path` (.npz, no pickle), atomically."""
+        self._check_fitted()
+        arrays = {name: getattr(self, name) for name in _ARRAYS}
+        with atomic_write(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(
+                    fh, format=np.array(_FORMAT), lda_dim=np.array(-1 if self.lda_dim is None else self.lda_dim),
+                    n_iter=np.array(self.n_iter), length_norm=np.array(self.length_norm),
+                    whiten=np.array(self.whiten), **arrays,
+                )
+
+    @classmethod
+    def load(cls, path) -> "PLDA":
+        """Read a model written by `save`; raises ScoringInputError naming the file when it is not one."""
+        path = os.fspath(path)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                content = {key: data[key] for key in data.files}
+        except (OSError, ValueError) as err:
+            raise ScoringInputError(f"{path}: cannot read a PLDA model ({err})") from None
+        missing = [key for key in ("format", "lda_dim", "n_iter", "length_norm", "whiten", *_ARRAYS)
+                   if key not in content]
+        if missing:
+            raise ScoringInputError(f"{path}: not a PLDA model file, missing arrays {missing}")
+        if str(content["format"]) != _FORMAT:
+            raise ScoringInputError(f"{path}: unsupported PLDA format {str(content['format'])!r}")
+        lda_dim = int(content["lda_dim"])
+        model = cls(lda_dim=None if lda_dim < 0 else lda_dim, n_iter=int(content["n_iter"]),
+                    length_norm=bool(content["length_norm"]), whiten=bool(content["whiten"]))
+        d_in, dim = content["projection_"].shape
+        shapes = {"mean_": (d_in,), "plda_mean_": (dim,), "between_": (dim, dim), "within_": (dim, dim)}
+        for key, shape in shapes.items():
+            if content[key].shape != shape:
+                raise ScoringInputError(f"{path}: array {key} has shape {content[key].shape}, expected {shape}")
+        model.mean_, model.projection_, model.loglik_ = content["mean_"], content["projection_"], content["loglik_"]
+        model._set_model(content["plda_mean_"], content["between_"], content["within_"])
+        return model
