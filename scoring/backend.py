@@ -1,0 +1,231 @@
+"""Turn trials + embeddings into scores for any scorer: the one place that does id lookup, dedup and chunking.
+
+Scorer protocol (met by `scoring.cosine.CosineScorer` and `scoring.plda.PLDA`):
+
+- required: `score_matrix(E (m, d), T (k, d)) -> (m, k)` and paired `score(E (n, d), T (n, d)) -> (n,)`;
+- optional: `transform(X (n, d)) -> (n, d')`, the per-embedding pre-processing. When present, each unique
+  id is transformed once and the scoring methods are called with `transformed=True`;
+- for `multi="plda"`: `score_multi(enroll_sets: list[(k_i, d)], T (n, d)) -> (n,)`.
+
+Strategy: trial ids are reduced to unique enroll and unique test ids. When the score matrix between them
+is moderate (at most `max_pairs` entries, and at most `DENSE_FACTOR` times the number of trials), it is
+computed in row blocks of at most `block_pairs` entries, one GEMM each, and the trial scores are gathered
+from it; otherwise (few trials over many ids) the trials are scored pairwise in chunks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scoring.io import Embeddings, ScoringInputError, Trials
+
+MULTI = ("mean", "plda")
+# A paired score costs about as much as this many entries of a GEMM-computed score matrix (measured with
+# 512-dim float32 embeddings: paired scoring gathers two rows per trial, a GEMM streams them).
+DENSE_FACTOR = 50
+MAX_PAIRS = 50_000_000
+BLOCK_PAIRS = 1 << 24
+CHUNK_TRIALS = 1 << 16
+
+
+def factorize(ids) -> tuple[np.ndarray, np.ndarray]:
+    """ids (n,) str -> (unique ids (u,) in order of first occurrence, codes (n,) int64 with ids = uniq[codes])."""
+    values = np.asarray(ids, dtype=str).tolist()
+    uniques = list(dict.fromkeys(values))  # hashing, O(n); np.unique would sort the strings
+    position = {value: i for i, value in enumerate(uniques)}
+    codes = np.array(list(map(position.__getitem__, values)), dtype=np.int64)
+    return np.asarray(uniques, dtype=str), codes
+
+
+def _check_scorer(scorer, multi: str) -> None:
+    if multi not in MULTI:
+        raise ScoringInputError(f"multi={multi!r}; expected one of {MULTI}")
+    needed = ["score_matrix", "score"] + (["score_multi"] if multi == "plda" else [])
+    missing = [name for name in needed if not callable(getattr(scorer, name, None))]
+    if missing:
+        raise TypeError(f"{type(scorer).__name__} lacks {missing}, required by the scorer protocol "
+                        f"(multi={multi!r})")
+
+
+def _transform(scorer, X: np.ndarray) -> np.ndarray:
+    return scorer.transform(X) if hasattr(scorer, "transform") else X
+
+
+def _kwargs(scorer) -> dict:
+    return {"transformed": True} if hasattr(scorer, "transform") else {}
+
+
+def _as_embeddings(X, name: str) -> Embeddings:
+    if isinstance(X, Embeddings):
+        return X
+    X = np.asarray(X)
+    return Embeddings(np.arange(len(X)).astype(str), X, source=name)
+
+
+def _model_sets(models: np.ndarray, enroll: Embeddings, enroll_map) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of `enroll` for each model: (utterance rows (sum k_i,) int64, offsets (n_models + 1,))."""
+    rows, offsets = [], [0]
+    for model in models.tolist():
+        utts = enroll_map.get(model)
+        if utts is None or len(utts) == 0:
+            raise ScoringInputError(f"enroll_map: no enrollment utterances for model {model!r}")
+        try:
+            rows.append(enroll.index(utts))
+        except ScoringInputError as err:
+            raise ScoringInputError(f"model {model!r}: {err}") from None
+        offsets.append(offsets[-1] + len(utts))
+    return np.concatenate(rows), np.asarray(offsets)
+
+
+class _Enrollment:
+    """Prepared enrollment side: one vector per model (`vectors` (m, d')) or, for multi="plda", sets."""
+
+    def __init__(self, scorer, models: np.ndarray, enroll: Embeddings, enroll_map, multi: str):
+        self.vectors = self.sets = None
+        if enroll_map is None:
+            self.vectors = _transform(scorer, enroll.get(models))
+            return
+        rows, offsets = _model_sets(models, enroll, enroll_map)
+        if multi == "mean":
+            # Average the raw embeddings of each model, then pre-process the average like one embedding.
+            means = np.add.reduceat(enroll.vectors[rows].astype(np.float64), offsets[:-1], axis=0)
+            self.vectors = _transform(scorer, means / np.diff(offsets)[:, None])
+            return
+        utts, inverse = np.unique(rows, return_inverse=True)  # each utterance transformed once
+        prepared = _transform(scorer, enroll.vectors[utts])
+        self.sets = [prepared[inverse[a:b]] for a, b in zip(offsets[:-1], offsets[1:])]
+
+
+def _block_rows(n_cols: int, block_pairs: int) -> int:
+    """Rows per block so that a block of the score matrix has at most `block_pairs` entries (at least 1 row)."""
+    return max(1, block_pairs // max(1, n_cols))
+
+
+def _matrix_blocks(scorer, E: np.ndarray, T: np.ndarray, kw: dict, block_pairs: int):
+    """Yield (first row, rows (r, k) of the score matrix) of E (m, d) against T (k, d), block by block."""
+    rows = _block_rows(T.shape[0], block_pairs)
+    for start in range(0, E.shape[0], rows):
+        yield start, np.asarray(scorer.score_matrix(E[start:start + rows], T, **kw))
+
+
+def _full_matrix(scorer, E: np.ndarray, T: np.ndarray, kw: dict, block_pairs: int) -> np.ndarray:
+    """The whole score matrix (m, k) float64 of E (m, d) against T (k, d), computed in row blocks."""
+    out = np.empty((E.shape[0], T.shape[0]), dtype=np.float64)
+    for start, block in _matrix_blocks(scorer, E, T, kw, block_pairs):
+        out[start:start + block.shape[0]] = block
+    return out
+
+
+def _gathered(scorer, E, T, e_code, t_code, kw, block_pairs) -> np.ndarray:
+    """Scores (n,) of the pairs (E[e_code], T[t_code]) gathered from row blocks of the score matrix."""
+    rows = _block_rows(T.shape[0], block_pairs)
+    n_blocks = -(-E.shape[0] // rows)
+    if n_blocks == 1:
+        return np.asarray(scorer.score_matrix(E, T, **kw), dtype=np.float64)[e_code, t_code]
+    block_of = e_code // rows
+    # Stable sort of small integers is a radix sort in numpy: O(n) grouping of the trials by block.
+    order = np.argsort(block_of.astype(np.int16 if n_blocks < 2**15 else np.int64), kind="stable")
+    bounds = np.searchsorted(block_of[order], np.arange(n_blocks + 1))
+    out = np.empty(e_code.shape[0], dtype=np.float64)
+    for b, (start, block) in enumerate(_matrix_blocks(scorer, E, T, kw, block_pairs)):
+        sel = order[bounds[b]:bounds[b + 1]]
+        out[sel] = block[e_code[sel] - start, t_code[sel]]
+    return out
+
+
+def _paired(scorer, E, T, e_code, t_code, kw, chunk) -> np.ndarray:
+    """Scores (n,) of the pairs (E[e_code], T[t_code]) computed pairwise, `chunk` trials at a time."""
+    out = np.empty(e_code.shape[0], dtype=np.float64)
+    for a in range(0, e_code.shape[0], chunk):
+        out[a:a + chunk] = scorer.score(E[e_code[a:a + chunk]], T[t_code[a:a + chunk]], **kw)
+    return out
+
+
+def _multi(scorer, sets, T, e_code, t_code, kw, chunk) -> np.ndarray:
+    """Multi-enrollment scores (n,): scorer.score_multi on model sets[e_code] against T[t_code]."""
+    out = np.empty(e_code.shape[0], dtype=np.float64)
+    for a in range(0, e_code.shape[0], chunk):
+        batch = [sets[m] for m in e_code[a:a + chunk].tolist()]
+        out[a:a + chunk] = scorer.score_multi(batch, T[t_code[a:a + chunk]], **kw)
+    return out
+
+
+def _score_pairs(scorer, enr: _Enrollment, T, e_code, t_code, max_pairs, block_pairs) -> np.ndarray:
+    kw = _kwargs(scorer)
+    if enr.sets is not None:
+        return _multi(scorer, enr.sets, T, e_code, t_code, kw, CHUNK_TRIALS)
+    n_pairs = enr.vectors.shape[0] * T.shape[0]
+    if n_pairs <= min(max_pairs, DENSE_FACTOR * e_code.shape[0]):
+        return _gathered(scorer, enr.vectors, T, e_code, t_code, kw, block_pairs)
+    return _paired(scorer, enr.vectors, T, e_code, t_code, kw, CHUNK_TRIALS)
+
+
+def _check_inputs(trials, enroll, test) -> None:
+    if not isinstance(trials, Trials):
+        raise TypeError(f"trials must be a scoring.io.Trials, got {type(trials).__name__}")
+    if len(trials) == 0:
+        raise ScoringInputError(f"{trials.source or 'trials'}: the trial list is empty")
+    for name, emb in (("enroll", enroll), ("test", test)):
+        if not isinstance(emb, Embeddings):
+            raise TypeError(f"{name} must be a scoring.io.Embeddings, got {type(emb).__name__}")
+    if enroll.dim != test.dim:
+        raise ScoringInputError(f"enroll embeddings ({enroll.source or 'enroll'}) have dimension {enroll.dim} "
+                                f"but test embeddings ({test.source or 'test'}) have {test.dim}")
+
+
+def score_trials(scorer, trials: Trials, enroll: Embeddings, test: Embeddings, enroll_map=None,
+                 multi: str = "mean", max_pairs: int = MAX_PAIRS, block_pairs: int = BLOCK_PAIRS) -> np.ndarray:
+    """Score every trial: returns (n_trials,) float64 in trial order.
+
+    trials.enroll ids are looked up in `enroll` (or, with `enroll_map` {model: [utt, ...]}, are model ids
+    whose utterances are looked up in `enroll`); trials.test ids in `test`. Multi-enrollment:
+    multi="mean" averages the raw embeddings of a model (before `transform`) and scores the average as one
+    embedding; multi="plda" passes each model's transformed utterances to `scorer.score_multi` (one call
+    per chunk of trials, a Python-level list of sets: slower than the matrix path). `multi` only matters
+    with `enroll_map`.
+    Raises ScoringInputError naming a missing id (or model), or mismatched dimensions.
+    """
+    _check_scorer(scorer, multi)
+    _check_inputs(trials, enroll, test)
+    models, e_code = factorize(trials.enroll)
+    tests, t_code = factorize(trials.test)
+    enr = _Enrollment(scorer, models, enroll, enroll_map, multi)
+    T = _transform(scorer, test.get(tests))
+    return _score_pairs(scorer, enr, T, e_code, t_code, max_pairs, block_pairs)
+
+
+def cohort_scores(scorer, X, cohort, block_pairs: int = BLOCK_PAIRS) -> np.ndarray:
+    """Scores (n, c) of embeddings X (n, d) against a cohort (c, d) (arrays or Embeddings), in row blocks."""
+    X, cohort = _as_embeddings(X, "X"), _as_embeddings(cohort, "cohort")
+    if X.dim != cohort.dim:
+        raise ScoringInputError(f"X has dimension {X.dim} but the cohort has {cohort.dim}")
+    E, C = _transform(scorer, X.vectors), _transform(scorer, cohort.vectors)
+    return _full_matrix(scorer, E, C, _kwargs(scorer), block_pairs)
+
+
+def trial_cohort_scores(scorer, trials: Trials, enroll: Embeddings, test: Embeddings, cohort, enroll_map=None,
+                        multi: str = "mean"):
+    """Cohort scores of each unique enroll model and test id, for `scoring.norm.s_norm`.
+
+    Returns (enroll_cohort (n_models, c), enroll_index (n_trials,), test_cohort (n_tests, c),
+    test_index (n_trials,)): trial i uses rows enroll_index[i] and test_index[i]. Models are prepared as in
+    `score_trials` (same `enroll_map` / `multi`), so their cohort scores match their trial scores.
+    """
+    _check_scorer(scorer, multi)
+    _check_inputs(trials, enroll, test)
+    cohort = _as_embeddings(cohort, "cohort")
+    if cohort.dim != enroll.dim:
+        raise ScoringInputError(f"the cohort has dimension {cohort.dim} but the embeddings have {enroll.dim}")
+    models, e_code = factorize(trials.enroll)
+    tests, t_code = factorize(trials.test)
+    enr = _Enrollment(scorer, models, enroll, enroll_map, multi)
+    C = _transform(scorer, cohort.vectors)
+    kw = _kwargs(scorer)
+    if enr.sets is None:
+        enroll_cohort = _full_matrix(scorer, enr.vectors, C, kw, BLOCK_PAIRS)
+    else:
+        n_models, c = len(models), len(cohort)
+        m_code, c_code = np.repeat(np.arange(n_models), c), np.tile(np.arange(c), n_models)
+        enroll_cohort = _multi(scorer, enr.sets, C, m_code, c_code, kw, CHUNK_TRIALS).reshape(n_models, c)
+    test_cohort = _full_matrix(scorer, _transform(scorer, test.get(tests)), C, kw, BLOCK_PAIRS)
+    return enroll_cohort, e_code, test_cohort, t_code

@@ -1,0 +1,103 @@
+"""Cosine scoring: the one cosine scorer of the back-end, range [-1, 1] (1 = same direction).
+
+cos(e, t) = e.t / (|e| |t|). With `subtract_mean=True` both sides are first centred on the mean of the
+training embeddings given to `fit` (the mean-subtraction of Kaldi's x-vector cosine / PLDA recipes), which
+removes the direction shared by all embeddings and spreads the scores. A zero vector has no direction: its
+cosine with anything is defined as 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scoring.io import ScoringInputError
+
+
+def _as_matrix(X, name: str, dim: int | None = None) -> np.ndarray:
+    """Finite 2-D array (n, dim) (float32 kept, else float64); errors name the argument and the first bad row."""
+    try:
+        X = np.asarray(X)
+        X = X if X.dtype in (np.float32, np.float64) else X.astype(np.float64)
+    except (TypeError, ValueError) as err:
+        raise ScoringInputError(f"{name}: not a numeric array ({err})") from None
+    if X.ndim != 2:
+        raise ScoringInputError(f"{name}: expected a 2-D array (n, dim), got shape {X.shape}")
+    if dim is not None and X.shape[1] != dim:
+        raise ScoringInputError(f"{name}: expected {dim} columns, got {X.shape[1]}")
+    bad = ~np.isfinite(X).all(axis=1)
+    if bad.any():
+        raise ScoringInputError(f"{name}: row {int(np.argmax(bad))} contains NaN or inf")
+    return X
+
+
+def _unit(X: np.ndarray) -> np.ndarray:
+    """Rows of X (n, d) scaled to unit length; zero rows stay zero."""
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return X / np.where(norms > 0, norms, 1)
+
+
+def cosine_score(enroll, test) -> np.ndarray:
+    """Paired cosine similarity: enroll (n, d), test (n, d) -> (n,) in [-1, 1].
+
+    >>> cosine_score([[1.0, 0.0], [1.0, 1.0]], [[2.0, 0.0], [-1.0, -1.0]])
+    array([ 1., -1.])
+    """
+    E = _as_matrix(enroll, "enroll")
+    T = _as_matrix(test, "test", E.shape[1])
+    if E.shape[0] != T.shape[0]:
+        raise ScoringInputError(f"enroll has {E.shape[0]} rows but test has {T.shape[0]}; rows are paired")
+    return np.clip(np.einsum("ij,ij->i", _unit(E), _unit(T)), -1.0, 1.0)
+
+
+class CosineScorer:
+    """Cosine scorer with optional mean subtraction, following the back-end scorer protocol.
+
+    `transform(X)` maps embeddings (n, d) to centred unit-length rows; `score` / `score_matrix` take raw
+    embeddings, or the output of `transform` with `transformed=True` (then a score is a dot product).
+    Without mean subtraction `fit` is optional.
+
+    >>> s = CosineScorer(subtract_mean=True).fit([[1.0, 1.0], [3.0, 1.0]])
+    >>> s.score_matrix([[3.0, 2.0]], [[4.0, 3.0], [3.0, 0.0]]).round(6)
+    array([[1., 0.]])
+    """
+
+    def __init__(self, subtract_mean: bool = False):
+        self.subtract_mean = bool(subtract_mean)
+        self.mean_: np.ndarray | None = None
+
+    def fit(self, X) -> "CosineScorer":
+        """Store the mean (d,) of training embeddings X (n, d); used when subtract_mean=True."""
+        X = _as_matrix(X, "X")
+        if X.shape[0] == 0:
+            raise ScoringInputError("X: no training embeddings")
+        self.mean_ = X.mean(axis=0, dtype=np.float64)
+        return self
+
+    def transform(self, X, name: str = "X") -> np.ndarray:
+        """(n, d) embeddings -> (n, d) centred (if subtract_mean) and length-normalised rows."""
+        X = _as_matrix(X, name, None if self.mean_ is None else self.mean_.shape[0])
+        if self.subtract_mean:
+            if self.mean_ is None:
+                raise RuntimeError("CosineScorer(subtract_mean=True) is not fitted: call fit(X) first")
+            X = X - self.mean_.astype(X.dtype)
+        return _unit(X)
+
+    def _prepare(self, X, name: str, transformed: bool) -> np.ndarray:
+        return _as_matrix(X, name) if transformed else self.transform(X, name)
+
+    def score(self, enroll, test, transformed: bool = False) -> np.ndarray:
+        """Paired scores: enroll (n, d), test (n, d) -> (n,) in [-1, 1]."""
+        E = self._prepare(enroll, "enroll", transformed)
+        T = self._prepare(test, "test", transformed)
+        if E.shape != T.shape:
+            raise ScoringInputError(f"enroll {E.shape} and test {T.shape} must have the same shape (paired rows)")
+        return np.clip(np.einsum("ij,ij->i", E, T), -1.0, 1.0)
+
+    def score_matrix(self, enroll, test, transformed: bool = False) -> np.ndarray:
+        """All pairs: enroll (m, d), test (k, d) -> (m, k) in [-1, 1]."""
+        E = self._prepare(enroll, "enroll", transformed)
+        T = self._prepare(test, "test", transformed)
+        if E.shape[1] != T.shape[1]:
+            raise ScoringInputError(f"enroll has dimension {E.shape[1]} but test has {T.shape[1]}")
+        S = E @ T.T
+        return np.clip(S, -1.0, 1.0, out=S)

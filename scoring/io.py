@@ -1,0 +1,485 @@
+"""Back-end file formats: trial lists, embeddings, score files, utt2spk / spk2utt, atomic writes.
+
+Trial lists (`read_trials` detects the format from the lines):
+- VoxCeleb:   ``1 enroll test`` / ``0 enroll test`` (1 = same speaker)
+- Kaldi/NIST: ``enroll test target`` / ``enroll test nontarget``
+- unlabelled: ``enroll test``
+Embeddings: ``.npz`` with arrays ``ids`` (n,) str and ``embeddings`` (n, dim), or a Kaldi ``.ark``/``.scp``
+(read and written with kaldiio). Score files: ``enroll test score`` lines.
+
+Every bad input raises `ScoringInputError` naming the file and line (or the id) at fault. Ids are
+whitespace-free tokens, as in Kaldi tables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import warnings
+from typing import Iterator
+
+import kaldiio
+import numpy as np
+
+_VOX_LABELS = {"1": 1, "0": 0}
+_KALDI_LABELS = {"target": 1, "nontarget": 0}
+_FORMATS = ("voxceleb", "kaldi", "unlabelled")
+
+
+class ScoringInputError(ValueError):
+    """Bad input to the scoring back-end; the message names the file and line, or the id, at fault."""
+
+
+# ---------------------------------------------------------------------------------------------- writing
+@contextlib.contextmanager
+def atomic_write(path) -> Iterator[str]:
+    """Yield a temporary path next to `path`; on success it replaces `path` (os.replace), else is removed.
+
+    >>> import tempfile, pathlib
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "x.txt"
+    >>> with atomic_write(out) as tmp:
+    ...     _ = open(tmp, "w").write("ok")
+    >>> out.read_text()
+    'ok'
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _write_lines(path, lines: Iterator[str]) -> None:
+    with atomic_write(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.writelines(lines)
+
+
+def _read_lines(path) -> Iterator[tuple[int, list[str]]]:
+    """Yield (line number from 1, fields) for the non-blank lines of a text file."""
+    path = os.fspath(path)
+    try:
+        fh = open(path, encoding="utf-8")
+    except OSError as err:
+        raise ScoringInputError(f"{path}: cannot open ({err.strerror})") from None
+    with fh:
+        try:
+            for number, line in enumerate(fh, start=1):
+                fields = line.split()
+                if fields:
+                    yield number, fields
+        except UnicodeDecodeError as err:
+            raise ScoringInputError(f"{path}: not UTF-8 text ({err})") from None
+
+
+def _check_ids(ids: np.ndarray, what: str) -> None:
+    """Ids must be non-empty tokens without whitespace (Kaldi table keys)."""
+    for value in ids:
+        if not value or len(value.split()) != 1:
+            raise ScoringInputError(f"{what}: id {value!r} is empty or contains whitespace")
+
+
+# ---------------------------------------------------------------------------------------------- trials
+class Trials:
+    """A trial list: enroll (n,) str, test (n,) str, label (n,) int8 (1 target, 0 non-target, -1 unknown).
+
+    `source` (the file it was read from, if any) is used in error messages.
+    """
+
+    def __init__(self, enroll, test, label=None, source: str | None = None):
+        self.enroll = np.asarray(enroll, dtype=str)
+        self.test = np.asarray(test, dtype=str)
+        self.source = source
+        where = source or "trials"
+        if self.enroll.ndim != 1 or self.enroll.shape != self.test.shape:
+            raise ScoringInputError(f"{where}: enroll {self.enroll.shape} and test {self.test.shape} must be "
+                                    "1-D arrays of the same length")
+        label = np.full(len(self.enroll), -1) if label is None else np.asarray(label)
+        if label.shape != self.enroll.shape:
+            raise ScoringInputError(f"{where}: {label.shape[0] if label.ndim else 0} labels for "
+                                    f"{len(self.enroll)} trials")
+        bad = ~np.isin(label, (-1, 0, 1))
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ScoringInputError(f"{where}: trial {i} has label {label[i].item()!r}; expected 1, 0 or -1")
+        self.label = label.astype(np.int8)
+
+    def __len__(self) -> int:
+        return int(self.enroll.shape[0])
+
+    def __repr__(self) -> str:
+        return f"Trials(n={len(self)}, n_target={self.n_target}, n_nontarget={self.n_nontarget})"
+
+    @property
+    def n_target(self) -> int:
+        return int(np.count_nonzero(self.label == 1))
+
+    @property
+    def n_nontarget(self) -> int:
+        return int(np.count_nonzero(self.label == 0))
+
+    @property
+    def is_labelled(self) -> bool:
+        """True when every trial has a known label."""
+        return bool(np.all(self.label >= 0))
+
+    def split_scores(self, scores) -> tuple[np.ndarray, np.ndarray]:
+        """Scores (n,) aligned to the trials -> (target scores, non-target scores); unknown labels dropped."""
+        scores = np.asarray(scores)
+        if scores.shape != (len(self),):
+            raise ScoringInputError(f"{self.source or 'trials'}: {scores.shape} scores for {len(self)} trials")
+        return scores[self.label == 1], scores[self.label == 0]
+
+
+def check_labels(trials: Trials) -> None:
+    """Raise ScoringInputError unless every trial is labelled and both classes occur (needed by metrics)."""
+    where = trials.source or "trials"
+    if len(trials) == 0:
+        raise ScoringInputError(f"{where}: the trial list is empty")
+    unknown = np.flatnonzero(trials.label < 0)
+    if unknown.size:
+        i = int(unknown[0])
+        raise ScoringInputError(f"{where}: trial {i} ({trials.enroll[i]} {trials.test[i]}) has no label "
+                                f"({unknown.size} unlabelled trials)")
+    if trials.n_target == 0:
+        raise ScoringInputError(f"{where}: no target trials (all {len(trials)} are non-target)")
+    if trials.n_nontarget == 0:
+        raise ScoringInputError(f"{where}: no non-target trials (all {len(trials)} are target)")
+
+
+def _trial_line_format(fields: list[str]) -> set[str]:
+    """Formats a trial line can belong to (two when ambiguous, e.g. ``1 a target``)."""
+    if len(fields) == 2:
+        return {"unlabelled"}
+    if len(fields) == 3:
+        return ({"voxceleb"} if fields[0] in _VOX_LABELS else set()) | (
+            {"kaldi"} if fields[2] in _KALDI_LABELS else set())
+    return set()
+
+
+def read_trials(path) -> Trials:
+    """Read a VoxCeleb, Kaldi/NIST or unlabelled trial list (format detected; see the module docstring).
+
+    Raises ScoringInputError naming the file and line for: a wrong number of fields, an unknown label,
+    lines of different formats, a repeated (enroll, test) pair, or a file without trials.
+    """
+    path = os.fspath(path)
+    rows: list[list[str]] = []
+    numbers: list[int] = []
+    fmt: set[str] = set(_FORMATS)
+    fmt_line = 0
+    seen: dict[tuple[str, str], int] = {}
+    for number, fields in _read_lines(path):
+        kinds = _trial_line_format(fields)
+        if not kinds:
+            if len(fields) not in (2, 3):
+                raise ScoringInputError(f"{path}:{number}: expected 2 or 3 fields (VoxCeleb '1 a b', Kaldi "
+                                        f"'a b target|nontarget' or 'a b'), got {len(fields)}")
+            raise ScoringInputError(f"{path}:{number}: unknown label in {' '.join(fields)!r}; expected "
+                                    "'1|0 enroll test' or 'enroll test target|nontarget'")
+        if not kinds & fmt:
+            raise ScoringInputError(f"{path}:{number}: {'/'.join(sorted(kinds))} line in a file whose line "
+                                    f"{fmt_line} is {'/'.join(sorted(fmt))}: mixed trial formats")
+        if not fmt_line or len(fmt) > 1:
+            fmt_line = number
+        fmt &= kinds
+        rows.append(fields)
+        numbers.append(number)
+    if not rows:
+        raise ScoringInputError(f"{path}: no trials (empty file)")
+    # A file of only ambiguous lines ('1 a target') is read as Kaldi: ids are rarely the words target/nontarget.
+    kind = "kaldi" if "kaldi" in fmt else fmt.pop()
+    if kind == "voxceleb":
+        label = [_VOX_LABELS[r[0]] for r in rows]
+        enroll, test = [r[1] for r in rows], [r[2] for r in rows]
+    else:
+        label = [_KALDI_LABELS[r[2]] for r in rows] if kind == "kaldi" else None
+        enroll, test = [r[0] for r in rows], [r[1] for r in rows]
+    for i, pair in enumerate(zip(enroll, test)):
+        first = seen.setdefault(pair, numbers[i])
+        if first != numbers[i]:
+            raise ScoringInputError(f"{path}:{numbers[i]}: duplicate trial {pair[0]} {pair[1]} "
+                                    f"(first on line {first})")
+    return Trials(enroll, test, label, source=path)
+
+
+def write_trials(path, trials: Trials, fmt: str = "kaldi") -> None:
+    """Write `trials` atomically as fmt = "kaldi" (a b target), "voxceleb" (1 a b) or "unlabelled" (a b)."""
+    if fmt not in _FORMATS:
+        raise ScoringInputError(f"unknown trial format {fmt!r}; expected one of {_FORMATS}")
+    if fmt != "unlabelled" and not trials.is_labelled:
+        raise ScoringInputError(f"{os.fspath(path)}: cannot write unlabelled trials as {fmt}; use fmt='unlabelled'")
+    _check_ids(trials.enroll, os.fspath(path))
+    _check_ids(trials.test, os.fspath(path))
+    rows = zip(trials.enroll.tolist(), trials.test.tolist(), trials.label.tolist())
+    if fmt == "kaldi":
+        lines = (f"{e} {t} {'target' if y == 1 else 'nontarget'}\n" for e, t, y in rows)
+    elif fmt == "voxceleb":
+        lines = (f"{y} {e} {t}\n" for e, t, y in rows)
+    else:
+        lines = (f"{e} {t}\n" for e, t, _ in rows)
+    _write_lines(path, lines)
+
+
+# ---------------------------------------------------------------------------------------------- embeddings
+class Embeddings:
+    """Embeddings keyed by id: ids (n,) str, vectors (n, dim) float32 (finite, ids unique).
+
+    `source` (the file they were read from, if any) is used in error messages.
+    """
+
+    def __init__(self, ids, vectors, source: str | None = None):
+        where = source or "embeddings"
+        self.ids = np.asarray(ids, dtype=str)
+        try:
+            self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        except (TypeError, ValueError) as err:
+            raise ScoringInputError(f"{where}: vectors are not a numeric (n, dim) array ({err})") from None
+        self.source = source
+        if self.ids.ndim != 1:
+            raise ScoringInputError(f"{where}: ids must be 1-D, got shape {self.ids.shape}")
+        if self.vectors.ndim != 2 or self.vectors.shape[0] != self.ids.shape[0]:
+            raise ScoringInputError(f"{where}: vectors of shape {self.vectors.shape} for {len(self.ids)} ids; "
+                                    "expected (n_ids, dim)")
+        self._pos = {value: i for i, value in enumerate(self.ids.tolist())}
+        if len(self._pos) != len(self.ids):
+            uniq, counts = np.unique(self.ids, return_counts=True)
+            raise ScoringInputError(f"{where}: duplicate id {str(uniq[np.argmax(counts > 1)])!r}")
+        bad = ~np.isfinite(self.vectors).all(axis=1)
+        if bad.any():
+            raise ScoringInputError(f"{where}: embedding of id {str(self.ids[np.argmax(bad)])!r} contains NaN or inf")
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    def __contains__(self, key) -> bool:
+        return key in self._pos
+
+    def __repr__(self) -> str:
+        return f"Embeddings(n={len(self)}, dim={self.dim})"
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def index(self, ids) -> np.ndarray:
+        """Row numbers (k,) int64 of `ids` (k,); raises ScoringInputError naming the first missing id."""
+        ids = np.asarray(ids, dtype=str).tolist()
+        pos = self._pos
+        try:
+            return np.array(list(map(pos.__getitem__, ids)), dtype=np.int64)
+        except KeyError as err:
+            missing = sum(key not in pos for key in ids)
+            raise ScoringInputError(f"{self.source or 'embeddings'}: no embedding for id {err.args[0]!r} "
+                                    f"({missing} of {len(ids)} requested ids missing)") from None
+
+    def get(self, ids) -> np.ndarray:
+        """Vectors (k, dim) of `ids` (k,)."""
+        return self.vectors[self.index(ids)]
+
+
+def _vectors_from_table(items, path: str) -> Embeddings:
+    """Build Embeddings from (key, array) pairs of a Kaldi table, checking each entry."""
+    ids, rows = [], []
+    try:
+        for key, value in items:
+            value = np.asarray(value)
+            if value.ndim == 2 and value.shape[0] == 1:
+                value = value[0]
+            if value.ndim != 1:
+                raise ScoringInputError(f"{path}: entry {key!r} has shape {value.shape}; expected a vector")
+            if rows and value.shape[0] != rows[0].shape[0]:
+                raise ScoringInputError(f"{path}: entry {key!r} has dimension {value.shape[0]}, but entry "
+                                        f"{ids[0]!r} has {rows[0].shape[0]}")
+            ids.append(key)
+            rows.append(value)
+    except ScoringInputError:
+        raise
+    except Exception as err:  # kaldiio raises assorted errors on malformed tables
+        where = f"after entry {ids[-1]!r}" if ids else "at the first entry"
+        raise ScoringInputError(f"{path}: cannot read Kaldi table {where} ({type(err).__name__}: {err})") from None
+    if not rows:
+        raise ScoringInputError(f"{path}: no embeddings in file")
+    return Embeddings(ids, np.stack(rows), source=path)
+
+
+def _scp_items(path: str):
+    """(key, vector) pairs of a Kaldi script file; errors name the entry whose archive cannot be read."""
+    try:
+        table = kaldiio.load_scp(path)
+        keys = list(table)
+    except Exception as err:  # kaldiio raises assorted errors on malformed files
+        raise ScoringInputError(f"{path}: not a Kaldi script file ({type(err).__name__}: {err})") from None
+    for key in keys:
+        try:
+            with warnings.catch_warnings():  # kaldiio warns before raising; the error below says it all
+                warnings.simplefilter("ignore")
+                value = table[key]
+        except Exception as err:
+            raise ScoringInputError(f"{path}: cannot read entry {key!r} ({type(err).__name__}: {err})") from None
+        yield key, value
+
+
+def read_embeddings(path) -> Embeddings:
+    """Read embeddings from `.npz` (arrays `ids`, `embeddings`), Kaldi `.scp` or `.ark` (via kaldiio)."""
+    path = os.fspath(path)
+    suffix = os.path.splitext(path)[1].lower()
+    if not os.path.exists(path):
+        raise ScoringInputError(f"{path}: no such file")
+    if suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                missing = [k for k in ("ids", "embeddings") if k not in data.files]
+                if missing:
+                    raise ScoringInputError(f"{path}: missing array(s) {missing} (found {data.files})")
+                ids, vectors = data["ids"], data["embeddings"]
+        except (OSError, ValueError) as err:
+            if isinstance(err, ScoringInputError):
+                raise
+            raise ScoringInputError(f"{path}: not a readable .npz file ({err})") from None
+        if ids.size == 0:
+            raise ScoringInputError(f"{path}: no embeddings in file")
+        return Embeddings(ids, vectors, source=path)
+    if suffix == ".scp":
+        return _vectors_from_table(_scp_items(path), path)
+    if suffix == ".ark":
+        return _vectors_from_table(kaldiio.load_ark(path), path)
+    raise ScoringInputError(f"{path}: unknown embedding format {suffix!r}; expected .npz, .scp or .ark")
+
+
+def write_embeddings(path, ids, vectors) -> None:
+    """Write embeddings atomically; the suffix picks the format.
+
+    `.npz`: arrays `ids` and `embeddings` (float32). `.ark` or `.scp`: a Kaldi archive and its index,
+    both written (x.ark + x.scp), the scp pointing to the archive by absolute path.
+    """
+    path = os.fspath(path)
+    emb = Embeddings(ids, vectors, source=path)
+    base, suffix = os.path.splitext(path)
+    if suffix.lower() == ".npz":
+        with atomic_write(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, ids=emb.ids, embeddings=emb.vectors)
+        return
+    if suffix.lower() not in (".ark", ".scp"):
+        raise ScoringInputError(f"{path}: unknown embedding format {suffix!r}; expected .npz, .scp or .ark")
+    _check_ids(emb.ids, path)
+    ark, scp = os.path.abspath(base + ".ark"), base + ".scp"
+    with atomic_write(scp) as tmp_scp, atomic_write(ark) as tmp_ark:  # the archive is replaced first
+        with kaldiio.WriteHelper(f"ark,scp:{tmp_ark},{tmp_scp}") as writer:
+            for key, vector in zip(emb.ids.tolist(), emb.vectors):
+                writer(key, vector)
+        with open(tmp_scp, encoding="utf-8") as fh:  # point the index at the final archive name
+            lines = [line.replace(f" {tmp_ark}:", f" {ark}:", 1) for line in fh]
+        with open(tmp_scp, "w", encoding="utf-8") as fh:
+            fh.writelines(lines)
+
+
+# ---------------------------------------------------------------------------------------------- scores
+def read_scores(path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read `enroll test score` lines -> (enroll (n,) str, test (n,) str, scores (n,) float64).
+
+    Raises ScoringInputError naming the line for a wrong field count, a non-numeric or NaN/inf score,
+    or a repeated (enroll, test) pair.
+    """
+    path = os.fspath(path)
+    enroll, test, scores = [], [], []
+    seen: dict[tuple[str, str], int] = {}
+    for number, fields in _read_lines(path):
+        if len(fields) != 3:
+            raise ScoringInputError(f"{path}:{number}: expected 'enroll test score', got {len(fields)} fields")
+        try:
+            value = float(fields[2])
+        except ValueError:
+            raise ScoringInputError(f"{path}:{number}: score {fields[2]!r} is not a number") from None
+        if not np.isfinite(value):
+            raise ScoringInputError(f"{path}:{number}: score is {fields[2]} (NaN/inf not allowed)")
+        first = seen.setdefault((fields[0], fields[1]), number)
+        if first != number:
+            raise ScoringInputError(f"{path}:{number}: duplicate score for {fields[0]} {fields[1]} "
+                                    f"(first on line {first})")
+        enroll.append(fields[0])
+        test.append(fields[1])
+        scores.append(value)
+    return np.asarray(enroll, dtype=str), np.asarray(test, dtype=str), np.asarray(scores, dtype=np.float64)
+
+
+def write_scores(path, trials: Trials, scores) -> None:
+    """Write `enroll test score` lines (trial order, 10 significant digits) atomically."""
+    path = os.fspath(path)
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.shape != (len(trials),):
+        raise ScoringInputError(f"{path}: {scores.shape} scores for {len(trials)} trials")
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ScoringInputError(f"{path}: score of trial {i} ({trials.enroll[i]} {trials.test[i]}) is "
+                                f"{scores[i]}")
+    _check_ids(trials.enroll, path)
+    _check_ids(trials.test, path)
+    rows = zip(trials.enroll.tolist(), trials.test.tolist(), scores.tolist())
+    _write_lines(path, (f"{e} {t} {s:.10g}\n" for e, t, s in rows))
+
+
+def align_scores(trials: Trials, path) -> np.ndarray:
+    """Scores (n_trials,) from the score file `path`, in trial order; extra score lines are ignored.
+
+    Raises ScoringInputError naming the first trial without a score (and the file), or any error of
+    `read_scores`.
+    """
+    path = os.fspath(path)
+    enroll, test, scores = read_scores(path)
+    lookup = dict(zip(zip(enroll.tolist(), test.tolist()), scores.tolist()))
+    pairs = list(zip(trials.enroll.tolist(), trials.test.tolist()))
+    try:
+        return np.fromiter((lookup[p] for p in pairs), dtype=np.float64, count=len(pairs))
+    except KeyError as err:
+        e, t = err.args[0]
+        missing = sum(p not in lookup for p in pairs)
+        raise ScoringInputError(f"{path}: no score for trial {e} {t} of {trials.source or 'the trial list'} "
+                                f"({missing} of {len(pairs)} trials have none)") from None
+
+
+# ---------------------------------------------------------------------------------------------- speakers
+def read_utt2spk(path) -> dict[str, str]:
+    """Read `utt spk` lines -> {utt: spk}; errors name the line (field count, repeated utterance)."""
+    path = os.fspath(path)
+    out: dict[str, str] = {}
+    lines: dict[str, int] = {}
+    for number, fields in _read_lines(path):
+        if len(fields) != 2:
+            raise ScoringInputError(f"{path}:{number}: expected 'utt spk', got {len(fields)} fields")
+        if fields[0] in out:
+            raise ScoringInputError(f"{path}:{number}: utterance {fields[0]} repeated (first on line "
+                                    f"{lines[fields[0]]})")
+        out[fields[0]] = fields[1]
+        lines[fields[0]] = number
+    return out
+
+
+def read_spk2utt(path) -> dict[str, list[str]]:
+    """Read `spk utt1 utt2 ...` lines -> {spk: [utt, ...]}; errors name the line (no utterances, a
+    repeated speaker, an utterance listed twice)."""
+    path = os.fspath(path)
+    out: dict[str, list[str]] = {}
+    owner: dict[str, int] = {}
+    for number, fields in _read_lines(path):
+        if len(fields) < 2:
+            raise ScoringInputError(f"{path}:{number}: speaker {fields[0]} has no utterances")
+        if fields[0] in out:
+            raise ScoringInputError(f"{path}:{number}: speaker {fields[0]} repeated")
+        for utt in fields[1:]:
+            if utt in owner:
+                raise ScoringInputError(f"{path}:{number}: utterance {utt} listed twice (also line {owner[utt]})")
+            owner[utt] = number
+        out[fields[0]] = fields[1:]
+    return out
