@@ -1,11 +1,19 @@
 """Time `scoring.backend.score_trials`: 1M trials between 5k enroll and 5k test unique 512-dim embeddings.
 
-Prints seconds for cosine and PLDA scoring (PLDA fitted first on 20k x 512 random data, not timed) against
-a 2 s target each, plus, as a peer figure from the same run, the naive per-trial way (the pattern of
-SpeechBrain's / WeSpeaker's scoring scripts: look each trial's two embeddings up and score the pair; numpy
-row-wise cosine, measured on 100k trials and extrapolated to 1M) and the ratio.
+Prints seconds for cosine and PLDA scoring against a 2 s target each, and for PLDA multi-enrollment scoring
+(multi="plda": 100k trials of 1k models with 3 utterances each against 5k test ids). PLDA is fitted first on
+20k x 512 random data (not timed). Peer figures from the same run, with the ratio peer / ours:
 
-    python benchmarks/bench_scoring.py [--trials 1000000] [--ids 5000] [--dim 512]
+- cosine: the naive per-trial way (the pattern of SpeechBrain's / WeSpeaker's scoring scripts: look each
+  trial's two embeddings up and score the pair; numpy row-wise cosine), measured on 100k trials and
+  extrapolated to 1M;
+- PLDA: the same per-trial pattern with `PLDA.score` on one pair at a time (measured on 10k trials,
+  extrapolated), and the float64 score matrix of the raw embeddings, whose largest difference from the
+  back-end's float32 GEMM scores is printed;
+- multi-enrollment: a per-trial `PLDA.score_multi` call for one model and one test vector (measured on 1k
+  trials, extrapolated).
+
+    python benchmarks/bench_scoring.py [--trials 1000000] [--ids 5000] [--dim 512] [--no-plda]
 """
 
 from __future__ import annotations
@@ -25,15 +33,27 @@ TARGET_S = 2.0
 def make_data(n_trials: int, n_ids: int, dim: int, seed: int = 0):
     """Random ids (VoxCeleb-like strings), embeddings and trials; returns (trials, enroll, test)."""
     rng = np.random.default_rng(seed)
+
     def ids(prefix):
         return np.array([f"{prefix}{rng.integers(10**5):05d}/{rng.integers(10**6):06d}/{i:05d}.wav"
                          for i in range(n_ids)])
+
     e_ids, t_ids = ids("id"), ids("id")
     enroll = Embeddings(e_ids, rng.standard_normal((n_ids, dim), dtype=np.float32))
     test = Embeddings(t_ids, rng.standard_normal((n_ids, dim), dtype=np.float32))
     pairs = rng.choice(n_ids * n_ids, size=n_trials, replace=False)
     label = rng.integers(0, 2, n_trials)
     return Trials(e_ids[pairs // n_ids], t_ids[pairs % n_ids], label), enroll, test
+
+
+def make_multi(enroll: Embeddings, test: Embeddings, n_models: int, per_model: int, n_trials: int, seed: int = 0):
+    """`n_models` models of `per_model` distinct enroll utterances and `n_trials` distinct (model, test) trials."""
+    rng = np.random.default_rng(seed)
+    utts = rng.permutation(len(enroll))[:n_models * per_model].reshape(n_models, per_model)
+    models = np.array([f"model{i:05d}" for i in range(n_models)])
+    enroll_map = {m: enroll.ids[row].tolist() for m, row in zip(models.tolist(), utts)}
+    pairs = rng.choice(n_models * len(test), size=n_trials, replace=False)
+    return Trials(models[pairs // len(test)], test.ids[pairs % len(test)]), enroll_map
 
 
 def naive_cosine(trials: Trials, enroll: Embeddings, test: Embeddings) -> np.ndarray:
@@ -47,10 +67,65 @@ def naive_cosine(trials: Trials, enroll: Embeddings, test: Embeddings) -> np.nda
     return out
 
 
-def timed(fn, *args):
+def naive_plda(plda, trials: Trials, enroll: Embeddings, test: Embeddings, enroll_map=None) -> np.ndarray:
+    """Per-trial lookup and one `score` (or, with enroll_map, `score_multi`) call per trial, the peer pattern."""
+    out = np.empty(len(trials))
+    for i, (e, t) in enumerate(zip(trials.enroll.tolist(), trials.test.tolist())):
+        if enroll_map is None:
+            out[i] = plda.score(enroll.get([e]), test.get([t]))[0]
+        else:
+            out[i] = plda.score_multi([enroll.get(enroll_map[e])], test.get([t]))[0]
+    return out
+
+
+def timed(fn, *args, **kwargs):
     start = time.perf_counter()
-    result = fn(*args)
+    result = fn(*args, **kwargs)
     return time.perf_counter() - start, result
+
+
+def report_peer(name: str, peer_secs: float, n_peer: int, n_total: int, secs: float, diff: float) -> None:
+    peer_secs *= n_total / n_peer
+    print(f"  peer: {name}: {peer_secs:.3f} s (extrapolated from {n_peer} trials); ratio peer/ours = "
+          f"{peer_secs / secs:.1f}x; max |diff| = {diff:.2e}")
+
+
+def bench_plda(trials: Trials, enroll: Embeddings, test: Embeddings, dim: int) -> None:
+    from scoring.plda import PLDA
+
+    rng = np.random.default_rng(1)
+    n_spk, per_spk = 2000, 10
+    spk = np.repeat(np.arange(n_spk), per_spk)
+    X = rng.standard_normal((n_spk, dim))[spk] + rng.standard_normal((n_spk * per_spk, dim))
+    fit_secs, plda = timed(PLDA(n_iter=3).fit, X, spk)
+    print(f"PLDA fit on {len(X)} x {dim} (not part of the target): {fit_secs:.3f} s")
+
+    secs, scores = timed(score_trials, plda, trials, enroll, test)
+    print(f"PLDA score_trials: {secs:.3f} s (target < {TARGET_S} s; float32 GEMM on prepared coordinates)")
+    n_peer = min(len(trials), 10_000)
+    sub = Trials(trials.enroll[:n_peer], trials.test[:n_peer])
+    peer_secs, peer = timed(naive_plda, plda, sub, enroll, test)
+    report_peer("per-trial PLDA.score loop", peer_secs, n_peer, len(trials), secs,
+                float(np.max(np.abs(peer - scores[:n_peer]))))
+    f64_secs, S = timed(plda.score_matrix, enroll.vectors, test.vectors)
+    ref = S[enroll.index(trials.enroll), test.index(trials.test)]
+    print(f"  float64 score matrix of the raw embeddings: {f64_secs:.3f} s; max |diff| over all trials = "
+          f"{np.max(np.abs(ref - scores)):.2e} (scores span {ref.min():.1f} .. {ref.max():.1f})")
+    del S, ref
+
+    n_models, per_model, n_multi = 1000, 3, 100_000
+    if n_models * per_model > len(enroll) or n_multi > n_models * len(test):
+        print("PLDA multi-enrollment: skipped (needs --ids >= 3000)")
+        return
+    multi, enroll_map = make_multi(enroll, test, n_models, per_model, n_multi)
+    secs, scores = timed(score_trials, plda, multi, enroll, test, enroll_map=enroll_map, multi="plda")
+    print(f"PLDA multi-enrollment score_trials (multi='plda', {n_multi} trials, {n_models} models x "
+          f"{per_model} utterances, {len(test)} test ids): {secs:.3f} s (target < {TARGET_S} s)")
+    n_peer = 1_000
+    sub = Trials(multi.enroll[:n_peer], multi.test[:n_peer])
+    peer_secs, peer = timed(naive_plda, plda, sub, enroll, test, enroll_map)
+    report_peer("per-trial PLDA.score_multi loop", peer_secs, n_peer, n_multi, secs,
+                float(np.max(np.abs(peer - scores[:n_peer]))))
 
 
 def main() -> None:
@@ -58,35 +133,22 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=1_000_000)
     parser.add_argument("--ids", type=int, default=5000)
     parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--no-plda", action="store_true", help="time cosine scoring only")
     args = parser.parse_args()
     if args.trials > args.ids * args.ids:
         parser.error("--trials must not exceed ids^2 (trials are distinct pairs)")
     trials, enroll, test = make_data(args.trials, args.ids, args.dim)
     print(f"{args.trials} trials, {args.ids} x {args.ids} unique ids, dim {args.dim}")
 
-    cosine = CosineScorer()
-    secs, scores = timed(score_trials, cosine, trials, enroll, test)
+    secs, scores = timed(score_trials, CosineScorer(), trials, enroll, test)
     print(f"cosine score_trials: {secs:.3f} s (target < {TARGET_S} s)")
     n_peer = min(len(trials), 100_000)
     sub = Trials(trials.enroll[:n_peer], trials.test[:n_peer])
     peer_secs, peer = timed(naive_cosine, sub, enroll, test)
-    peer_secs *= len(trials) / n_peer
-    print(f"peer: naive per-trial cosine loop: {peer_secs:.3f} s (extrapolated from {n_peer} trials); "
-          f"ratio peer/ours = {peer_secs / secs:.1f}x; max |diff| = {np.max(np.abs(peer - scores[:n_peer])):.2e}")
-
-    try:
-        from scoring.plda import PLDA
-    except ImportError as err:
-        print(f"PLDA: skipped ({err})")
-        return
-    rng = np.random.default_rng(1)
-    n_spk, per_spk = 2000, 10
-    spk = np.repeat(np.arange(n_spk), per_spk)
-    X = rng.standard_normal((n_spk, args.dim))[spk] + rng.standard_normal((n_spk * per_spk, args.dim))
-    fit_secs, plda = timed(PLDA(n_iter=3).fit, X, spk)
-    print(f"PLDA fit on {len(X)} x {args.dim} (not part of the target): {fit_secs:.3f} s")
-    secs, _ = timed(score_trials, plda, trials, enroll, test)
-    print(f"PLDA score_trials: {secs:.3f} s (target < {TARGET_S} s)")
+    report_peer("naive per-trial cosine loop", peer_secs, n_peer, len(trials), secs,
+                float(np.max(np.abs(peer - scores[:n_peer]))))
+    if not args.no_plda:
+        bench_plda(trials, enroll, test, args.dim)
 
 
 if __name__ == "__main__":

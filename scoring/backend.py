@@ -3,14 +3,18 @@
 Scorer protocol (met by `scoring.cosine.CosineScorer` and `scoring.plda.PLDA`):
 
 - required: `score_matrix(E (m, d), T (k, d)) -> (m, k)` and paired `score(E (n, d), T (n, d)) -> (n,)`;
-- optional: `transform(X (n, d)) -> (n, d')`, the per-embedding pre-processing. When present, each unique
-  id is transformed once and the scoring methods are called with `transformed=True`;
-- for `multi="plda"`: `score_multi(enroll_sets: list[(k_i, d)], T (n, d)) -> (n,)`.
+- optional per-embedding pre-processing, applied once to each unique id: `prepare(X (n, d)) -> (n, d')` (the
+  representation the scorer scores fastest; the scoring methods then get `prepared=True`), else
+  `transform(X (n, d)) -> (n, d')` (scoring methods then get `transformed=True`). PLDA's `prepare` gives
+  float32 coordinates in its diagonal basis, so each score-matrix block is one float32 GEMM (see
+  `scoring.plda` for the precision);
+- for `multi="plda"`: paired `score_multi(enroll_sets: list[(k_i, d)], T (n, d)) -> (n,)`, and optionally
+  `score_multi_matrix(enroll_sets, T (k, d)) -> (n_models, k)` (used for the dense strategy below).
 
-Strategy: trial ids are reduced to unique enroll and unique test ids. When the score matrix between them
-is moderate (at most `max_pairs` entries, and at most `DENSE_FACTOR` times the number of trials), it is
-computed in row blocks of at most `block_pairs` entries, one GEMM each, and the trial scores are gathered
-from it; otherwise (few trials over many ids) the trials are scored pairwise in chunks.
+Strategy: trial ids are reduced to unique enroll models and unique test ids. When the score matrix between
+them is moderate (at most `max_pairs` entries, and at most `DENSE_FACTOR` times the number of trials), it is
+computed in row blocks of at most `block_pairs` entries, one scorer call each, and the trial scores are
+gathered from it; otherwise (few trials over many ids) the trials are scored pairwise in chunks.
 """
 
 from __future__ import annotations
@@ -47,12 +51,18 @@ def _check_scorer(scorer, multi: str) -> None:
                         f"(multi={multi!r})")
 
 
-def _transform(scorer, X: np.ndarray) -> np.ndarray:
-    return scorer.transform(X) if hasattr(scorer, "transform") else X
+def _prepare(scorer, X: np.ndarray) -> np.ndarray:
+    """Per-embedding pre-processing of X (n, d) by the scorer's `prepare`, else `transform`, else none."""
+    if callable(getattr(scorer, "prepare", None)):
+        return scorer.prepare(X)
+    return scorer.transform(X) if callable(getattr(scorer, "transform", None)) else X
 
 
 def _kwargs(scorer) -> dict:
-    return {"transformed": True} if hasattr(scorer, "transform") else {}
+    """Keyword telling the scoring methods that their inputs come from `_prepare`."""
+    if callable(getattr(scorer, "prepare", None)):
+        return {"prepared": True}
+    return {"transformed": True} if callable(getattr(scorer, "transform", None)) else {}
 
 
 def _as_embeddings(X, name: str) -> Embeddings:
@@ -78,22 +88,36 @@ def _model_sets(models: np.ndarray, enroll: Embeddings, enroll_map) -> tuple[np.
 
 
 class _Enrollment:
-    """Prepared enrollment side: one vector per model (`vectors` (m, d')) or, for multi="plda", sets."""
+    """Prepared enrollment side, one entry per model: `models` is an array (m, d') of one vector per model, or,
+    for multi="plda", a list of m prepared utterance sets (k_i, d'). `matrix` / `paired` are the scorer
+    methods that score them (`matrix` is None when the scorer has no matrix form for sets)."""
 
     def __init__(self, scorer, models: np.ndarray, enroll: Embeddings, enroll_map, multi: str):
-        self.vectors = self.sets = None
+        self.matrix, self.paired = scorer.score_matrix, scorer.score
         if enroll_map is None:
-            self.vectors = _transform(scorer, enroll.get(models))
+            self.models = _prepare(scorer, enroll.get(models))
             return
         rows, offsets = _model_sets(models, enroll, enroll_map)
         if multi == "mean":
             # Average the raw embeddings of each model, then pre-process the average like one embedding.
             means = np.add.reduceat(enroll.vectors[rows].astype(np.float64), offsets[:-1], axis=0)
-            self.vectors = _transform(scorer, means / np.diff(offsets)[:, None])
+            self.models = _prepare(scorer, means / np.diff(offsets)[:, None])
             return
-        utts, inverse = np.unique(rows, return_inverse=True)  # each utterance transformed once
-        prepared = _transform(scorer, enroll.vectors[utts])
-        self.sets = [prepared[inverse[a:b]] for a, b in zip(offsets[:-1], offsets[1:])]
+        utts, inverse = np.unique(rows, return_inverse=True)  # each utterance prepared once
+        prepared = _prepare(scorer, enroll.vectors[utts])
+        self.models = [prepared[inverse[a:b]] for a, b in zip(offsets[:-1], offsets[1:])]
+        matrix = getattr(scorer, "score_multi_matrix", None)
+        self.matrix = matrix if callable(matrix) else None
+        self.paired = scorer.score_multi
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+    def take(self, codes: np.ndarray):
+        """The models (array rows or list of sets) at positions codes (n,)."""
+        if isinstance(self.models, list):
+            return [self.models[i] for i in codes.tolist()]
+        return self.models[codes]
 
 
 def _block_rows(n_cols: int, block_pairs: int) -> int:
@@ -101,63 +125,53 @@ def _block_rows(n_cols: int, block_pairs: int) -> int:
     return max(1, block_pairs // max(1, n_cols))
 
 
-def _matrix_blocks(scorer, E: np.ndarray, T: np.ndarray, kw: dict, block_pairs: int):
-    """Yield (first row, rows (r, k) of the score matrix) of E (m, d) against T (k, d), block by block."""
+def _matrix_blocks(matrix, models, T: np.ndarray, kw: dict, block_pairs: int):
+    """Yield (first row, rows (r, k) of the score matrix) of `models` (m entries) against T (k, d'), block by
+    block; `matrix` is the scorer's matrix method for them."""
     rows = _block_rows(T.shape[0], block_pairs)
-    for start in range(0, E.shape[0], rows):
-        yield start, np.asarray(scorer.score_matrix(E[start:start + rows], T, **kw))
+    for start in range(0, len(models), rows):
+        yield start, np.asarray(matrix(models[start:start + rows], T, **kw))
 
 
-def _full_matrix(scorer, E: np.ndarray, T: np.ndarray, kw: dict, block_pairs: int) -> np.ndarray:
-    """The whole score matrix (m, k) float64 of E (m, d) against T (k, d), computed in row blocks."""
-    out = np.empty((E.shape[0], T.shape[0]), dtype=np.float64)
-    for start, block in _matrix_blocks(scorer, E, T, kw, block_pairs):
+def _full_matrix(matrix, models, T: np.ndarray, kw: dict, block_pairs: int) -> np.ndarray:
+    """The whole score matrix (m, k) float64 of `models` against T (k, d'), computed in row blocks."""
+    out = np.empty((len(models), T.shape[0]), dtype=np.float64)
+    for start, block in _matrix_blocks(matrix, models, T, kw, block_pairs):
         out[start:start + block.shape[0]] = block
     return out
 
 
-def _gathered(scorer, E, T, e_code, t_code, kw, block_pairs) -> np.ndarray:
-    """Scores (n,) of the pairs (E[e_code], T[t_code]) gathered from row blocks of the score matrix."""
+def _gathered(enr: _Enrollment, T, e_code, t_code, kw, block_pairs) -> np.ndarray:
+    """Scores (n,) float64 of the pairs (model e_code, T[t_code]) gathered from row blocks of the score matrix."""
     rows = _block_rows(T.shape[0], block_pairs)
-    n_blocks = -(-E.shape[0] // rows)
+    n_blocks = -(-len(enr) // rows)
     if n_blocks == 1:
-        return np.asarray(scorer.score_matrix(E, T, **kw), dtype=np.float64)[e_code, t_code]
+        return np.asarray(enr.matrix(enr.models, T, **kw))[e_code, t_code].astype(np.float64)
     block_of = e_code // rows
     # Stable sort of small integers is a radix sort in numpy: O(n) grouping of the trials by block.
     order = np.argsort(block_of.astype(np.int16 if n_blocks < 2**15 else np.int64), kind="stable")
     bounds = np.searchsorted(block_of[order], np.arange(n_blocks + 1))
     out = np.empty(e_code.shape[0], dtype=np.float64)
-    for b, (start, block) in enumerate(_matrix_blocks(scorer, E, T, kw, block_pairs)):
+    for b, (start, block) in enumerate(_matrix_blocks(enr.matrix, enr.models, T, kw, block_pairs)):
         sel = order[bounds[b]:bounds[b + 1]]
         out[sel] = block[e_code[sel] - start, t_code[sel]]
     return out
 
 
-def _paired(scorer, E, T, e_code, t_code, kw, chunk) -> np.ndarray:
-    """Scores (n,) of the pairs (E[e_code], T[t_code]) computed pairwise, `chunk` trials at a time."""
+def _paired(enr: _Enrollment, T, e_code, t_code, kw, chunk) -> np.ndarray:
+    """Scores (n,) of the pairs (model e_code, T[t_code]) computed pairwise, `chunk` trials at a time."""
     out = np.empty(e_code.shape[0], dtype=np.float64)
     for a in range(0, e_code.shape[0], chunk):
-        out[a:a + chunk] = scorer.score(E[e_code[a:a + chunk]], T[t_code[a:a + chunk]], **kw)
-    return out
-
-
-def _multi(scorer, sets, T, e_code, t_code, kw, chunk) -> np.ndarray:
-    """Multi-enrollment scores (n,): scorer.score_multi on model sets[e_code] against T[t_code]."""
-    out = np.empty(e_code.shape[0], dtype=np.float64)
-    for a in range(0, e_code.shape[0], chunk):
-        batch = [sets[m] for m in e_code[a:a + chunk].tolist()]
-        out[a:a + chunk] = scorer.score_multi(batch, T[t_code[a:a + chunk]], **kw)
+        out[a:a + chunk] = enr.paired(enr.take(e_code[a:a + chunk]), T[t_code[a:a + chunk]], **kw)
     return out
 
 
 def _score_pairs(scorer, enr: _Enrollment, T, e_code, t_code, max_pairs, block_pairs) -> np.ndarray:
     kw = _kwargs(scorer)
-    if enr.sets is not None:
-        return _multi(scorer, enr.sets, T, e_code, t_code, kw, CHUNK_TRIALS)
-    n_pairs = enr.vectors.shape[0] * T.shape[0]
-    if n_pairs <= min(max_pairs, DENSE_FACTOR * e_code.shape[0]):
-        return _gathered(scorer, enr.vectors, T, e_code, t_code, kw, block_pairs)
-    return _paired(scorer, enr.vectors, T, e_code, t_code, kw, CHUNK_TRIALS)
+    n_pairs = len(enr) * T.shape[0]
+    if enr.matrix is not None and n_pairs <= min(max_pairs, DENSE_FACTOR * e_code.shape[0]):
+        return _gathered(enr, T, e_code, t_code, kw, block_pairs)
+    return _paired(enr, T, e_code, t_code, kw, CHUNK_TRIALS)
 
 
 def _check_inputs(trials, enroll, test) -> None:
@@ -179,10 +193,10 @@ def score_trials(scorer, trials: Trials, enroll: Embeddings, test: Embeddings, e
 
     trials.enroll ids are looked up in `enroll` (or, with `enroll_map` {model: [utt, ...]}, are model ids
     whose utterances are looked up in `enroll`); trials.test ids in `test`. Multi-enrollment:
-    multi="mean" averages the raw embeddings of a model (before `transform`) and scores the average as one
-    embedding; multi="plda" passes each model's transformed utterances to `scorer.score_multi` (one call
-    per chunk of trials, a Python-level list of sets: slower than the matrix path). `multi` only matters
-    with `enroll_map`.
+    multi="mean" averages the raw embeddings of a model (before `prepare` / `transform`) and scores the
+    average as one embedding; multi="plda" scores each model's prepared utterances as a set
+    (`scorer.score_multi_matrix` on blocks of models, or `scorer.score_multi` on chunks of trials).
+    `multi` only matters with `enroll_map`.
     Raises ScoringInputError naming a missing id (or model), or mismatched dimensions.
     """
     _check_scorer(scorer, multi)
@@ -190,7 +204,7 @@ def score_trials(scorer, trials: Trials, enroll: Embeddings, test: Embeddings, e
     models, e_code = factorize(trials.enroll)
     tests, t_code = factorize(trials.test)
     enr = _Enrollment(scorer, models, enroll, enroll_map, multi)
-    T = _transform(scorer, test.get(tests))
+    T = _prepare(scorer, test.get(tests))
     return _score_pairs(scorer, enr, T, e_code, t_code, max_pairs, block_pairs)
 
 
@@ -199,8 +213,8 @@ def cohort_scores(scorer, X, cohort, block_pairs: int = BLOCK_PAIRS) -> np.ndarr
     X, cohort = _as_embeddings(X, "X"), _as_embeddings(cohort, "cohort")
     if X.dim != cohort.dim:
         raise ScoringInputError(f"X has dimension {X.dim} but the cohort has {cohort.dim}")
-    E, C = _transform(scorer, X.vectors), _transform(scorer, cohort.vectors)
-    return _full_matrix(scorer, E, C, _kwargs(scorer), block_pairs)
+    E, C = _prepare(scorer, X.vectors), _prepare(scorer, cohort.vectors)
+    return _full_matrix(scorer.score_matrix, E, C, _kwargs(scorer), block_pairs)
 
 
 def trial_cohort_scores(scorer, trials: Trials, enroll: Embeddings, test: Embeddings, cohort, enroll_map=None,
@@ -219,13 +233,13 @@ def trial_cohort_scores(scorer, trials: Trials, enroll: Embeddings, test: Embedd
     models, e_code = factorize(trials.enroll)
     tests, t_code = factorize(trials.test)
     enr = _Enrollment(scorer, models, enroll, enroll_map, multi)
-    C = _transform(scorer, cohort.vectors)
+    C = _prepare(scorer, cohort.vectors)
     kw = _kwargs(scorer)
-    if enr.sets is None:
-        enroll_cohort = _full_matrix(scorer, enr.vectors, C, kw, BLOCK_PAIRS)
+    if enr.matrix is not None:
+        enroll_cohort = _full_matrix(enr.matrix, enr.models, C, kw, BLOCK_PAIRS)
     else:
         n_models, c = len(models), len(cohort)
         m_code, c_code = np.repeat(np.arange(n_models), c), np.tile(np.arange(c), n_models)
-        enroll_cohort = _multi(scorer, enr.sets, C, m_code, c_code, kw, CHUNK_TRIALS).reshape(n_models, c)
-    test_cohort = _full_matrix(scorer, _transform(scorer, test.get(tests)), C, kw, BLOCK_PAIRS)
+        enroll_cohort = _paired(enr, C, m_code, c_code, kw, CHUNK_TRIALS).reshape(n_models, c)
+    test_cohort = _full_matrix(scorer.score_matrix, _prepare(scorer, test.get(tests)), C, kw, BLOCK_PAIRS)
     return enroll_cohort, e_code, test_cohort, t_code

@@ -1,11 +1,14 @@
-"""Back-end file formats: trial lists, embeddings, score files, utt2spk / spk2utt, atomic writes.
+"""Back-end file formats: trial lists, score files, utt2spk / spk2utt, atomic writes; the back-end's error type.
 
 Trial lists (`read_trials` detects the format from the lines):
 - VoxCeleb:   ``1 enroll test`` / ``0 enroll test`` (1 = same speaker)
 - Kaldi/NIST: ``enroll test target`` / ``enroll test nontarget``
 - unlabelled: ``enroll test``
-Embeddings: ``.npz`` with arrays ``ids`` (n,) str and ``embeddings`` (n, dim), or a Kaldi ``.ark``/``.scp``
-(read and written with kaldiio). Score files: ``enroll test score`` lines.
+Score files: ``enroll test score`` lines.
+
+Embeddings (``.npz`` with arrays ``ids`` and ``embeddings``, or Kaldi ``.ark``/``.scp``) are read and written
+by `scoring.embio`; its `Embeddings`, `read_embeddings` and `write_embeddings` are re-exported here, loaded
+on first use (PEP 562 module ``__getattr__``) because `scoring.embio` itself builds on this module.
 
 Every bad input raises `ScoringInputError` naming the file and line (or the id) at fault. Ids are
 whitespace-free tokens, as in Kaldi tables.
@@ -16,15 +19,33 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-import warnings
 from typing import Iterator
 
-import kaldiio
 import numpy as np
 
 _VOX_LABELS = {"1": 1, "0": 0}
 _KALDI_LABELS = {"target": 1, "nontarget": 0}
 _FORMATS = ("voxceleb", "kaldi", "unlabelled")
+_EMBEDDING_NAMES = ("Embeddings", "read_embeddings", "write_embeddings")  # defined in scoring.embio
+
+__all__ = [
+    "ScoringInputError", "atomic_write", "check_ids", "Trials", "check_labels", "read_trials", "write_trials",
+    "read_scores", "write_scores", "align_scores", "read_utt2spk", "read_spk2utt", *_EMBEDDING_NAMES,
+]
+
+
+def __getattr__(name: str):
+    """Resolve the embedding names re-exported from `scoring.embio` (imported on first use, then cached)."""
+    if name in _EMBEDDING_NAMES:
+        from scoring import embio
+
+        value = globals()[name] = getattr(embio, name)
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EMBEDDING_NAMES))
 
 
 class ScoringInputError(ValueError):
@@ -82,8 +103,9 @@ def _read_lines(path) -> Iterator[tuple[int, list[str]]]:
             raise ScoringInputError(f"{path}: not UTF-8 text ({err})") from None
 
 
-def _check_ids(ids: np.ndarray, what: str) -> None:
-    """Ids must be non-empty tokens without whitespace (Kaldi table keys)."""
+def check_ids(ids: np.ndarray, what: str) -> None:
+    """Raise ScoringInputError (naming `what`, e.g. the file) unless every id in ids (n,) str is a non-empty
+    token without whitespace (a Kaldi table key)."""
     for value in ids:
         if not value or len(value.split()) != 1:
             raise ScoringInputError(f"{what}: id {value!r} is empty or contains whitespace")
@@ -219,8 +241,8 @@ def write_trials(path, trials: Trials, fmt: str = "kaldi") -> None:
         raise ScoringInputError(f"unknown trial format {fmt!r}; expected one of {_FORMATS}")
     if fmt != "unlabelled" and not trials.is_labelled:
         raise ScoringInputError(f"{os.fspath(path)}: cannot write unlabelled trials as {fmt}; use fmt='unlabelled'")
-    _check_ids(trials.enroll, os.fspath(path))
-    _check_ids(trials.test, os.fspath(path))
+    check_ids(trials.enroll, os.fspath(path))
+    check_ids(trials.test, os.fspath(path))
     rows = zip(trials.enroll.tolist(), trials.test.tolist(), trials.label.tolist())
     if fmt == "kaldi":
         lines = (f"{e} {t} {'target' if y == 1 else 'nontarget'}\n" for e, t, y in rows)
@@ -229,159 +251,6 @@ def write_trials(path, trials: Trials, fmt: str = "kaldi") -> None:
     else:
         lines = (f"{e} {t}\n" for e, t, _ in rows)
     _write_lines(path, lines)
-
-
-# ---------------------------------------------------------------------------------------------- embeddings
-class Embeddings:
-    """Embeddings keyed by id: ids (n,) str, vectors (n, dim) float32 (finite, ids unique).
-
-    `source` (the file they were read from, if any) is used in error messages.
-    """
-
-    def __init__(self, ids, vectors, source: str | None = None):
-        where = source or "embeddings"
-        self.ids = np.asarray(ids, dtype=str)
-        try:
-            self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        except (TypeError, ValueError) as err:
-            raise ScoringInputError(f"{where}: vectors are not a numeric (n, dim) array ({err})") from None
-        self.source = source
-        if self.ids.ndim != 1:
-            raise ScoringInputError(f"{where}: ids must be 1-D, got shape {self.ids.shape}")
-        if self.vectors.ndim != 2 or self.vectors.shape[0] != self.ids.shape[0]:
-            raise ScoringInputError(f"{where}: vectors of shape {self.vectors.shape} for {len(self.ids)} ids; "
-                                    "expected (n_ids, dim)")
-        self._pos = {value: i for i, value in enumerate(self.ids.tolist())}
-        if len(self._pos) != len(self.ids):
-            uniq, counts = np.unique(self.ids, return_counts=True)
-            raise ScoringInputError(f"{where}: duplicate id {str(uniq[np.argmax(counts > 1)])!r}")
-        bad = ~np.isfinite(self.vectors).all(axis=1)
-        if bad.any():
-            raise ScoringInputError(f"{where}: embedding of id {str(self.ids[np.argmax(bad)])!r} contains NaN or inf")
-
-    def __len__(self) -> int:
-        return int(self.ids.shape[0])
-
-    def __contains__(self, key) -> bool:
-        return key in self._pos
-
-    def __repr__(self) -> str:
-        return f"Embeddings(n={len(self)}, dim={self.dim})"
-
-    @property
-    def dim(self) -> int:
-        return int(self.vectors.shape[1])
-
-    def index(self, ids) -> np.ndarray:
-        """Row numbers (k,) int64 of `ids` (k,); raises ScoringInputError naming the first missing id."""
-        ids = np.asarray(ids, dtype=str).tolist()
-        pos = self._pos
-        try:
-            return np.array(list(map(pos.__getitem__, ids)), dtype=np.int64)
-        except KeyError as err:
-            missing = sum(key not in pos for key in ids)
-            raise ScoringInputError(f"{self.source or 'embeddings'}: no embedding for id {err.args[0]!r} "
-                                    f"({missing} of {len(ids)} requested ids missing)") from None
-
-    def get(self, ids) -> np.ndarray:
-        """Vectors (k, dim) of `ids` (k,)."""
-        return self.vectors[self.index(ids)]
-
-
-def _vectors_from_table(items, path: str) -> Embeddings:
-    """Build Embeddings from (key, array) pairs of a Kaldi table, checking each entry."""
-    ids, rows = [], []
-    try:
-        for key, value in items:
-            value = np.asarray(value)
-            if value.ndim == 2 and value.shape[0] == 1:
-                value = value[0]
-            if value.ndim != 1:
-                raise ScoringInputError(f"{path}: entry {key!r} has shape {value.shape}; expected a vector")
-            if rows and value.shape[0] != rows[0].shape[0]:
-                raise ScoringInputError(f"{path}: entry {key!r} has dimension {value.shape[0]}, but entry "
-                                        f"{ids[0]!r} has {rows[0].shape[0]}")
-            ids.append(key)
-            rows.append(value)
-    except ScoringInputError:
-        raise
-    except Exception as err:  # kaldiio raises assorted errors on malformed tables
-        where = f"after entry {ids[-1]!r}" if ids else "at the first entry"
-        raise ScoringInputError(f"{path}: cannot read Kaldi table {where} ({type(err).__name__}: {err})") from None
-    if not rows:
-        raise ScoringInputError(f"{path}: no embeddings in file")
-    return Embeddings(ids, np.stack(rows), source=path)
-
-
-def _scp_items(path: str):
-    """(key, vector) pairs of a Kaldi script file; errors name the entry whose archive cannot be read."""
-    try:
-        table = kaldiio.load_scp(path)
-        keys = list(table)
-    except Exception as err:  # kaldiio raises assorted errors on malformed files
-        raise ScoringInputError(f"{path}: not a Kaldi script file ({type(err).__name__}: {err})") from None
-    for key in keys:
-        try:
-            with warnings.catch_warnings():  # kaldiio warns before raising; the error below says it all
-                warnings.simplefilter("ignore")
-                value = table[key]
-        except Exception as err:
-            raise ScoringInputError(f"{path}: cannot read entry {key!r} ({type(err).__name__}: {err})") from None
-        yield key, value
-
-
-def read_embeddings(path) -> Embeddings:
-    """Read embeddings from `.npz` (arrays `ids`, `embeddings`), Kaldi `.scp` or `.ark` (via kaldiio)."""
-    path = os.fspath(path)
-    suffix = os.path.splitext(path)[1].lower()
-    if not os.path.exists(path):
-        raise ScoringInputError(f"{path}: no such file")
-    if suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                missing = [k for k in ("ids", "embeddings") if k not in data.files]
-                if missing:
-                    raise ScoringInputError(f"{path}: missing array(s) {missing} (found {data.files})")
-                ids, vectors = data["ids"], data["embeddings"]
-        except (OSError, ValueError) as err:
-            if isinstance(err, ScoringInputError):
-                raise
-            raise ScoringInputError(f"{path}: not a readable .npz file ({err})") from None
-        if ids.size == 0:
-            raise ScoringInputError(f"{path}: no embeddings in file")
-        return Embeddings(ids, vectors, source=path)
-    if suffix == ".scp":
-        return _vectors_from_table(_scp_items(path), path)
-    if suffix == ".ark":
-        return _vectors_from_table(kaldiio.load_ark(path), path)
-    raise ScoringInputError(f"{path}: unknown embedding format {suffix!r}; expected .npz, .scp or .ark")
-
-
-def write_embeddings(path, ids, vectors) -> None:
-    """Write embeddings atomically; the suffix picks the format.
-
-    `.npz`: arrays `ids` and `embeddings` (float32). `.ark` or `.scp`: a Kaldi archive and its index,
-    both written (x.ark + x.scp), the scp pointing to the archive by absolute path.
-    """
-    path = os.fspath(path)
-    emb = Embeddings(ids, vectors, source=path)
-    base, suffix = os.path.splitext(path)
-    if suffix.lower() == ".npz":
-        with atomic_write(path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, ids=emb.ids, embeddings=emb.vectors)
-        return
-    if suffix.lower() not in (".ark", ".scp"):
-        raise ScoringInputError(f"{path}: unknown embedding format {suffix!r}; expected .npz, .scp or .ark")
-    _check_ids(emb.ids, path)
-    ark, scp = os.path.abspath(base + ".ark"), base + ".scp"
-    with atomic_write(scp) as tmp_scp, atomic_write(ark) as tmp_ark:  # the archive is replaced first
-        with kaldiio.WriteHelper(f"ark,scp:{tmp_ark},{tmp_scp}") as writer:
-            for key, vector in zip(emb.ids.tolist(), emb.vectors):
-                writer(key, vector)
-        with open(tmp_scp, encoding="utf-8") as fh:  # point the index at the final archive name
-            lines = [line.replace(f" {tmp_ark}:", f" {ark}:", 1) for line in fh]
-        with open(tmp_scp, "w", encoding="utf-8") as fh:
-            fh.writelines(lines)
 
 
 # ---------------------------------------------------------------------------------------------- scores
@@ -424,8 +293,8 @@ def write_scores(path, trials: Trials, scores) -> None:
         i = int(np.argmax(bad))
         raise ScoringInputError(f"{path}: score of trial {i} ({trials.enroll[i]} {trials.test[i]}) is "
                                 f"{scores[i]}")
-    _check_ids(trials.enroll, path)
-    _check_ids(trials.test, path)
+    check_ids(trials.enroll, path)
+    check_ids(trials.test, path)
     rows = zip(trials.enroll.tolist(), trials.test.tolist(), scores.tolist())
     _write_lines(path, (f"{e} {t} {s:.10g}\n" for e, t, s in rows))
 

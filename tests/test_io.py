@@ -1,6 +1,8 @@
 """scoring.io: trial, embedding, score and speaker-map files written into tmp_path; every bad input names its place."""
 
 import os
+import subprocess
+import sys
 
 import kaldiio
 import numpy as np
@@ -145,6 +147,21 @@ def test_embedding_errors(tmp_path):
     with pytest.raises(ScoringInputError, match=r"unknown embedding format '\.txt'"):
         write_embeddings(tmp_path / "e.txt", ["a"], np.zeros((1, 2)))
     assert not os.listdir(tmp_path)
+
+
+def test_embedding_io_reexported_from_io():
+    """Embedding I/O lives in scoring.embio; scoring.io re-exports the same objects, whichever is imported first."""
+    import scoring.embio
+    import scoring.io
+
+    for name in ("Embeddings", "read_embeddings", "write_embeddings"):
+        assert getattr(scoring.io, name) is getattr(scoring.embio, name)
+        assert name in dir(scoring.io) and name in scoring.io.__all__
+    with pytest.raises(AttributeError, match="has no attribute 'Embedding'"):
+        scoring.io.Embedding
+    code = ("import scoring.embio\nfrom scoring.io import Embeddings, write_embeddings\n"
+            "assert Embeddings is scoring.embio.Embeddings and write_embeddings is scoring.embio.write_embeddings\n")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=60)
 
 
 def test_read_embedding_errors(tmp_path):

@@ -128,6 +128,46 @@ def test_score_multi_single_vector_equals_score_and_bruteforce(small_model):
     np.testing.assert_allclose(got, brute, rtol=1e-8, atol=1e-8)
 
 
+def test_score_multi_matrix_matches_bruteforce_and_pairs(small_model):
+    """Models of 1 to 4 vectors (grouped by count inside) against every test vector, and the paired form."""
+    plda, held = small_model
+    rng = np.random.default_rng(7)
+    pool = np.vstack([held, held[::-1] + 0.3 * rng.normal(size=held.shape)])
+    sets = [pool[0:2], pool[2:3], pool[3:6], pool[6:8], pool[8:12], pool[12:13]]
+    test = pool[13:17]
+    S = plda.score_multi_matrix(sets, test)
+    assert S.shape == (6, 4)
+    Y, Yt = [plda.transform(v) for v in sets], plda.transform(test)
+    brute = [[joint_llr(s, t, plda.plda_mean_, plda.between_, plda.within_) for t in Yt] for s in Y]
+    np.testing.assert_allclose(S, brute, rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(plda.score_multi_matrix(Y, Yt, transformed=True), S, rtol=1e-10, atol=1e-10)
+    ii, jj = np.meshgrid(np.arange(6), np.arange(4), indexing="ij")
+    paired = plda.score_multi([sets[i] for i in ii.ravel()], test[jj.ravel()])
+    np.testing.assert_allclose(paired, S.ravel(), rtol=1e-10, atol=1e-10)
+    singles = plda.score_multi_matrix([v[None] for v in pool[:5]], test)
+    np.testing.assert_allclose(singles, plda.score_matrix(pool[:5], test), rtol=1e-10, atol=1e-10)
+    assert plda.score_multi_matrix([], test).shape == (0, 4)
+
+
+def test_prepared_coordinates(small_model):
+    """prepare() once, then score with prepared=True: float64 is exact, float32 (the default) is close."""
+    plda, held = small_model
+    E, T = held[:5], held[5:]
+    S = plda.score_matrix(E, T)
+    sets = [held[:2], held[2:5]]
+    M = plda.score_multi_matrix(sets, T)
+    np.testing.assert_allclose(plda.prepare(plda.transform(E), transformed=True), plda.prepare(E), rtol=1e-6)
+    for dtype, tol in ((np.float64, 1e-10), (np.float32, 1e-5)):
+        Pe, Pt = plda.prepare(E, dtype=dtype), plda.prepare(T, dtype=dtype)
+        assert Pe.dtype == dtype and Pe.shape == (5, plda.dim)
+        np.testing.assert_allclose(plda.score_matrix(Pe, Pt, prepared=True), S, rtol=tol, atol=tol)
+        np.testing.assert_allclose(plda.score(Pe, Pt[:5], prepared=True), np.diag(S), rtol=tol, atol=tol)
+        prepared_sets = [Pe[:2], Pe[2:5]]
+        np.testing.assert_allclose(plda.score_multi_matrix(prepared_sets, Pt, prepared=True), M, rtol=tol, atol=tol)
+        np.testing.assert_allclose(plda.score_multi(prepared_sets, Pt[:2], prepared=True), M[[0, 1], [0, 1]],
+                                   rtol=tol, atol=tol)
+
+
 def test_em_step_matches_per_speaker_posteriors():
     """The diagonalised, count-grouped E-step equals the textbook one with a matrix inverse per speaker."""
     rng = np.random.default_rng(4)
@@ -198,6 +238,14 @@ def test_scoring_rejects_bad_input(small_model):
         plda.score_multi([held[:2], held[:0]], held[:2])
     with pytest.raises(ScoringInputError, match="2 enrollment sets for 3"):
         plda.score_multi([held[:2], held[:1]], held[:3])
+    with pytest.raises(ScoringInputError, match=r"enroll_sets\[1\]: expected a numeric 2-D array \(k, 3\)"):
+        plda.score_multi_matrix([held[:2], held[:2, :2]], held)
+    with pytest.raises(ScoringInputError, match=r"enroll_sets\[0\]: expected a numeric 2-D array"):
+        plda.score_multi_matrix([held[0]], held)
+    with pytest.raises(ScoringInputError, match=r"enroll_sets\[2\]: row 1 contains NaN"):
+        plda.score_multi_matrix([held[:2], held[2:3], np.vstack([held[3], np.full(3, np.nan)])], held)
+    with pytest.raises(ScoringInputError, match="test: expected 3 columns"):
+        plda.score_multi_matrix([held[:2]], held[:, :2])
     with pytest.raises(RuntimeError, match="not fitted"):
         PLDA().score(held, held)
     with pytest.raises(ScoringInputError, match="lda_dim"):

@@ -1,0 +1,117 @@
+"""Does training data loading keep up with training? Examples per second loaded vs consumed.
+
+On a generated corpus, with the default data settings (2-4 s chunks, batches of 64):
+
+- loaded, cached path: chunks cut from the precomputed feature cache (``spkver.data.dataset``), plus the
+  one-off cost of building the cache;
+- loaded, on-the-fly path: audio read, augmented (generated noise and room impulse responses standing in for
+  MUSAN / RIRS) and featurised in ``--num-workers`` DataLoader workers;
+- consumed: one optimisation step (forward, backward, Adam) of the default x-vector on ``--device``
+  (bfloat16 autocast on CUDA).
+
+A loader/consumer ratio above 1 means the loader does not starve training. Run:
+``python benchmarks/bench_loader.py [--device cuda] [--batches 10]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+
+def _loader_rate(examples, n_batches: int) -> float:
+    """Examples per second delivered by the loader of epoch 0 (worker start-up included)."""
+    tic = time.perf_counter()
+    n = 0
+    for k, (feats, _) in enumerate(examples.loader(0)):
+        n += len(feats)
+        if k + 1 == n_batches:
+            break
+    return n / (time.perf_counter() - tic)
+
+
+def _fake_musan_and_rir(root: Path, sr: int = 16000) -> tuple[Path, Path]:
+    rng = np.random.default_rng(0)
+    (root / "musan" / "noise").mkdir(parents=True)
+    (root / "rir").mkdir()
+    for k in range(4):
+        sf.write(root / "musan" / "noise" / f"n{k}.wav", 0.1 * rng.standard_normal(5 * sr).astype(np.float32), sr)
+        taps = np.exp(-np.arange(sr // 4) / (0.03 * sr)) * rng.standard_normal(sr // 4)
+        taps[0] = 1.0
+        sf.write(root / "rir" / f"r{k}.wav", (0.5 * taps / np.abs(taps).max()).astype(np.float32), sr)
+    return root / "musan", root / "rir"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--speakers", type=int, default=20)
+    parser.add_argument("--batches", type=int, default=8, help="batches timed per measurement")
+    parser.add_argument("--num-workers", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    from spkver.config import DataConfig
+    from spkver.data.dataset import training_set
+    from spkver.data.synthetic import make_corpus
+    from spkver.features import FeatureConfig
+    from spkver.nn.tdnn import build_model
+
+    device = torch.device(args.device)
+    feats_cfg = FeatureConfig()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        data = make_corpus(tmp / "data", n_speakers=args.speakers, sessions_per_speaker=2, utts_per_session=3,
+                           min_seconds=3.0, max_seconds=8.0, seed=0)
+        audio_s = sum(data.utt2dur.values())
+        cfg = DataConfig(num_workers=args.num_workers)
+        cfg = dataclasses.replace(cfg, examples_per_epoch=cfg.batch_size * args.batches)
+        print(f"corpus: {len(data)} utterances, {audio_s:.1f} s; batch {cfg.batch_size}, chunks "
+              f"{cfg.chunk_min_seconds}-{cfg.chunk_max_seconds} s; {args.num_workers} workers; device {device}")
+
+        tic = time.perf_counter()
+        cached = training_set(data, feats_cfg, cfg, tmp / "cache")
+        build = time.perf_counter() - tic
+        print(f"feature cache build: {build:.2f} s ({audio_s / build:.0f}x real time, once per corpus and config)")
+        rate_cached = _loader_rate(cached, args.batches)
+
+        musan, rir = _fake_musan_and_rir(tmp)
+        aug_cfg = dataclasses.replace(cfg, augment={"musan": str(musan), "rir": str(rir)})
+        rate_fly = _loader_rate(training_set(data, feats_cfg, aug_cfg, tmp / "cache"), args.batches)
+
+        torch.manual_seed(0)
+        model = build_model("xvector", feat_dim=feats_cfg.dim, num_classes=len(cached.speakers)).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        batches = [(f.to(device), y.to(device)) for f, y in cached.loader(0)]
+        dtype = torch.bfloat16
+
+        def step(feats, labels):
+            with torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
+                loss = torch.nn.functional.cross_entropy(model(feats).float(), labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        step(*batches[0])  # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        tic = time.perf_counter()
+        for feats, labels in batches:
+            step(feats, labels)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        consumed = sum(len(y) for _, y in batches) / (time.perf_counter() - tic)
+
+        print(f"consumed by training steps: {consumed:.0f} examples/s")
+        print(f"loaded, cached features:    {rate_cached:.0f} examples/s  (ratio {rate_cached / consumed:.1f}x)")
+        print(f"loaded, on the fly + augm.: {rate_fly:.0f} examples/s  (ratio {rate_fly / consumed:.1f}x)")
+
+
+if __name__ == "__main__":
+    main()

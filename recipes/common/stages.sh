@@ -1,0 +1,219 @@
+# Stages 2-6 of the spkver recipes (train, extract, score, evaluate), the same for every corpus: a recipe's
+# run.sh prepares its data (stage 1), registers its sets here, and calls these functions. Source after lib.sh.
+#
+# The recipe sets: common_dir, conf_dir, conf (configuration prefix: "" or e.g. "debug"), exp, nj, device,
+# mc_samples, init_from_baseline, train_dir (data dir of the training speakers: extractors and back-ends)
+# and conf_overrides (extra `section.key=value` settings for both systems, see make_conf.py), then calls
+#
+#   add_embed_set NAME DATA_DIR        a data dir to extract embeddings of ("train" must be one of them)
+#   add_eval_set NAME LABEL GROUP P_TARGET TRIALS ENROLL_SET TEST_SET [ENROLL_MAP]
+#                                      an evaluation: TRIALS over the embeddings of ENROLL_SET and TEST_SET
+#                                      (ENROLL_MAP: model -> enrollment utterances); rows of one GROUP form one
+#                                      table of the results, at GROUP's P_TARGET
+#
+# and then `run_stages SEED...` for stages 2-6 (those within [stage, stop_stage]): one run per SEED, in $exp
+# for the seed "" (the configuration's own) and in $exp/seedN for seed N. Its pieces, each on OUT, the folder
+# of one run:
+#
+#   train_system SYSTEM OUT [SEED]     2 / 3: spkver train of conf/[PREFIX_]SYSTEM.yaml -> OUT/SYSTEM
+#   extract_embeddings OUT             4: OUT/emb/SYSTEM/SET.npz for every registered set
+#   score_eval_sets OUT                5: OUT/scores/EVAL/{cosine,plda}_SYSTEM.txt (options in conf/score_*.conf)
+#   evaluate_eval_sets OUT             6: OUT/results/EVAL_BACKEND.{json,png} (spkver eval, options in
+#                                      conf/eval.conf)
+#   write_results_table OUT            6: the tables of OUT/results/*.json -> OUT/results.md (spkver table)
+# The first four submit jobs to the pool of lib.sh; run_stages waits for them at the end of each stage.
+
+systems=(baseline proposed)
+backends=(cosine plda)
+embed_sets=()
+eval_sets=()
+groups=()
+declare -A set_dir=() eval_label=() eval_group=() eval_trials=() eval_enroll=() eval_test=() eval_map=() group_p=()
+
+add_embed_set() {
+  [[ -d $2 ]] || die "data dir of set $1: no such directory: $2"
+  embed_sets+=("$1")
+  set_dir[$1]=$2
+}
+
+add_eval_set() {
+  local name=$1 label=$2 group=$3 p=$4 trials=$5 enroll=$6 test=$7 map=${8:-}
+  [[ -f $trials ]] || die "trials of $label: no such file: $trials"
+  [[ -z $map || -f $map ]] || die "enrollment map of $label: no such file: $map"
+  [[ -n ${set_dir[$enroll]:-} && -n ${set_dir[$test]:-} ]] || die "eval set $name uses unregistered sets $enroll, $test"
+  if [[ -z ${group_p[$group]:-} ]]; then
+    groups+=("$group")
+    group_p[$group]=$p
+  elif [[ ${group_p[$group]} != "$p" ]]; then
+    die "eval set $name: group '$group' is at P_tgt ${group_p[$group]}, not $p"
+  fi
+  eval_sets+=("$name")
+  eval_label[$name]=$label
+  eval_group[$name]=$group
+  eval_trials[$name]=$trials
+  eval_enroll[$name]=$enroll
+  eval_test[$name]=$test
+  eval_map[$name]=$map
+}
+
+# conf_file NAME: conf/PREFIX_NAME when the prefix is set and that file exists, else conf/NAME
+conf_file() {
+  if [[ -n $conf && -f $conf_dir/${conf}_$1 ]]; then
+    echo "$conf_dir/${conf}_$1"
+  else
+    echo "$conf_dir/$1"
+  fi
+}
+
+# read_opts ARRAY FILE: the options listed in FILE into ARRAY
+read_opts() {
+  [[ -f $2 ]] || die "no such options file: $2"
+  read -ra "$1" <<<"$(sed -e 's/#.*//' "$2" | tr '\n' ' ')"
+}
+
+# marker prefix of run folder OUT: "" for $exp itself, "seed0." for $exp/seed0
+_tag() {
+  local rel=${1#"$exp"}
+  rel=${rel#/}
+  echo "${rel:+${rel//\//.}.}"
+}
+
+_train_job() {  # _train_job BASE_YAML CONF_OUT MODEL_DIR INIT_DIR|"" OVERRIDE...
+  local base=$1 cfg=$2 model=$3 init=$4
+  shift 4
+  python "$common_dir/make_conf.py" "$base" "$cfg" "$@"
+  spkver train --config "$cfg" --data "$train_dir" --exp "$model" --resume ${device:+--device "$device"} \
+    ${init:+--init "$init"}
+}
+
+train_system() {
+  local system=$1 out=$2 seed=${3:-}
+  local base=$conf_dir/${conf:+${conf}_}$system.yaml
+  [[ -f $base ]] || die "no such configuration: $base"
+  local overrides=("data.cache_dir=$exp/feats" "${conf_overrides[@]}")
+  [[ -z $seed ]] || overrides+=("seed=$seed")
+  local init=""
+  if [[ $system == proposed && $init_from_baseline == true ]]; then
+    [[ -f $out/baseline/final.pt ]] || die "--init-from-baseline true needs the trained baseline $out/baseline"
+    init=$out/baseline
+  fi
+  submit "$(_tag "$out")train_$system" "$out/log/train_$system.log" \
+    _train_job "$base" "$out/conf/$system.yaml" "$out/$system" "$init" "${overrides[@]}"
+}
+
+extract_embeddings() {
+  local out=$1 system set
+  for system in "${systems[@]}"; do
+    local mc=()
+    [[ $system != proposed || -z $mc_samples ]] || mc=(--mc-samples "$mc_samples")
+    for set in "${embed_sets[@]}"; do
+      submit "$(_tag "$out")extract_${system}_$set" "$out/log/extract_${system}_$set.log" \
+        spkver extract --model "$out/$system" --data "${set_dir[$set]}" --out "$out/emb/$system/$set.npz" \
+        ${device:+--device "$device"} "${mc[@]}"
+    done
+  done
+}
+
+score_eval_sets() {
+  local out=$1 system name cosine_opts plda_opts
+  read_opts cosine_opts "$(conf_file score_cosine.conf)"
+  read_opts plda_opts "$(conf_file score_plda.conf)"
+  for system in "${systems[@]}"; do
+    local emb=$out/emb/$system
+    for name in "${eval_sets[@]}"; do
+      local common=(--trials "${eval_trials[$name]}" --enroll "$emb/${eval_enroll[$name]}.npz"
+                    --test "$emb/${eval_test[$name]}.npz" --train "$emb/train.npz")
+      [[ -z ${eval_map[$name]} ]] || common+=(--enroll-map "${eval_map[$name]}")
+      submit "$(_tag "$out")score_${name}_cosine_$system" "$out/log/score_${name}_cosine_$system.log" \
+        spkver score "${common[@]}" --backend cosine "${cosine_opts[@]}" \
+        --out "$out/scores/$name/cosine_$system.txt"
+      submit "$(_tag "$out")score_${name}_plda_$system" "$out/log/score_${name}_plda_$system.log" \
+        spkver score "${common[@]}" --backend plda --utt2spk "$train_dir/utt2spk" "${plda_opts[@]}" \
+        --out "$out/scores/$name/plda_$system.txt"
+    done
+  done
+}
+
+evaluate_eval_sets() {
+  local out=$1 name backend group eval_opts p_opts=()
+  read_opts eval_opts "$(conf_file eval.conf)"
+  for group in "${groups[@]}"; do p_opts+=(--p-target "${group_p[$group]}"); done
+  for name in "${eval_sets[@]}"; do
+    for backend in "${backends[@]}"; do
+      submit "$(_tag "$out")eval_${name}_$backend" "$out/log/eval_${name}_$backend.log" \
+        spkver eval --trials "${eval_trials[$name]}" --names "${systems[@]}" \
+        --scores "$out/scores/$name/${backend}_baseline.txt" "$out/scores/$name/${backend}_proposed.txt" \
+        "${eval_opts[@]}" "${p_opts[@]}" \
+        --json "$out/results/${name}_$backend.json" --det "$out/results/${name}_$backend.png"
+    done
+  done
+}
+
+# write_results_table OUT: one table per group (spkver table) -> OUT/results.md, written atomically
+write_results_table() {
+  local out=$1 group name backend tmp eval_opts
+  read_opts eval_opts "$(conf_file eval.conf)"
+  tmp=$(mktemp -d "$out/.results.XXXXXX")
+  {
+    echo "# Results: $recipe_name"
+    echo
+    echo "Systems: baseline x-vector, proposed Bayesian x-vector, and their score fusion (spkver eval ${eval_opts[*]}),"
+    echo "configurations $conf_dir/${conf:+${conf}_}{baseline,proposed}.yaml."
+    echo "Cells: EER (%) / minDCF at the P_tgt of the table. Back-ends: cosine (training mean subtracted)"
+    echo "and LDA + PLDA, both trained on the training-set embeddings."
+  } >"$tmp/results.md"
+  for group in "${groups[@]}"; do
+    local entries=()
+    for name in "${eval_sets[@]}"; do
+      [[ ${eval_group[$name]} == "$group" ]] || continue
+      for backend in "${backends[@]}"; do
+        entries+=(--entry "${eval_label[$name]}" "$backend" "$out/results/${name}_$backend.json")
+      done
+    done
+    spkver table "${entries[@]}" --p-target "${group_p[$group]}" --out "$tmp/table.md" >/dev/null
+    printf '\n## %s: EER (%%) / minDCF (P_tgt = %s)\n\n' "$group" "${group_p[$group]}" >>"$tmp/results.md"
+    cat "$tmp/table.md" >>"$tmp/results.md"
+  done
+  mv "$tmp/results.md" "$out/results.md"
+  rm -rf "$tmp"
+  log "results: $out/results.md"
+  cat "$out/results.md" >&2
+}
+
+# run_stages SEED...: stages 2-6 within [stage, stop_stage], one run per seed ("" = the configuration's seed)
+run_stages() {
+  local seed
+  ((stop_stage >= 2)) || return 0
+  ((${#embed_sets[@]} && ${#eval_sets[@]})) || die "no data sets registered (run stage 1 first)"
+  if stage_on 2; then
+    log "stage 2: training the baseline x-vector"
+    for seed in "$@"; do train_system baseline "$(run_dir "$seed")" "$seed"; done
+    wait_jobs
+  fi
+  if stage_on 3; then
+    log "stage 3: training the proposed Bayesian x-vector"
+    for seed in "$@"; do train_system proposed "$(run_dir "$seed")" "$seed"; done
+    wait_jobs
+  fi
+  if stage_on 4; then
+    log "stage 4: embeddings"
+    for seed in "$@"; do extract_embeddings "$(run_dir "$seed")"; done
+    wait_jobs
+  fi
+  if stage_on 5; then
+    log "stage 5: scoring"
+    for seed in "$@"; do score_eval_sets "$(run_dir "$seed")"; done
+    wait_jobs
+  fi
+  if stage_on 6; then
+    log "stage 6: evaluation, fusion and tables"
+    for seed in "$@"; do evaluate_eval_sets "$(run_dir "$seed")"; done
+    wait_jobs
+    for seed in "$@"; do write_results_table "$(run_dir "$seed")"; done
+  fi
+}
+
+# run_dir SEED: the folder of one run
+run_dir() {
+  if [[ -z $1 ]]; then echo "$exp"; else echo "$exp/seed$1"; fi
+}

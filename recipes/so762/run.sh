@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# speechocean762 recipe (real 16 kHz read English by Mandarin L1 speakers, children and adults): baseline
+# x-vector vs Bayesian x-vector (and their fusion) trained on so762/train, evaluated on so762/dev trials
+# (in-domain) and on the same dev audio through a simulated telephone channel (out-of-domain), over several
+# seeds, with bootstrap 95% confidence intervals. Small enough for a CPU (see README.md).
+#
+# Expected data layout (--root; Kaldi data dirs whose wav.scp paths are relative to ROOT):
+#   ROOT/train/{wav.scp,utt2spk,spk2utt,utt2dur,spk2gender}   training speakers
+#   ROOT/dev/{wav.scp,utt2spk,...,trials}                      evaluation speakers; trials "utt1 utt2 target|nontarget"
+#   ROOT/audio/...                                             the audio wav.scp points at
+#
+# Stages (each step leaves a marker in EXP/.done/; a rerun skips finished steps):
+#   1 prepare data dirs: DATA/train, DATA/dev (+ trials), DATA/dev_tel (dev through the telephone channel)
+#   2 train the baseline x-vector, one per seed          conf/[PREFIX_]baseline.yaml -> EXP/seedN/baseline
+#   3 train the proposed Bayesian x-vector, one per seed conf/[PREFIX_]proposed.yaml -> EXP/seedN/proposed
+#   4 extract embeddings (train for the back-ends, dev, dev_tel) -> EXP/seedN/emb/SYSTEM/SET.npz
+#   5 score: cosine (training mean subtracted) and LDA + PLDA trained on the training embeddings
+#   6 evaluate with bootstrap CIs, fuse (cross-validated over enrollment utterances), per-seed tables
+#     -> EXP/seedN/results.md
+#   7 mean and spread over the seeds -> EXP/results.md
+#
+# Example: ./run.sh --root ../../../shared/data/so762 --nj 2
+#          ./run.sh --root ../../../shared/data/so762 --device cuda --seeds "0 1 2 3 4"
+set -euo pipefail
+
+recipe_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+common_dir=$(cd "$recipe_dir/../common" && pwd)
+conf_dir=$recipe_dir/conf
+recipe_name="speechocean762"
+
+stage=1
+stop_stage=7
+root=
+conf=
+data=data
+exp=exp
+nj=1
+device=
+seeds="0 1 2"
+init_from_baseline=false
+mc_samples=
+options=(stage stop_stage root conf data exp nj device seeds init_from_baseline mc_samples)
+usage="usage: $0 [--name value ...]
+  --stage N / --stop-stage M   run stages N..M (default 1..7)
+  --root DIR                   the so762 folder (stage 1; layout at the top of this script)
+  --conf PREFIX                configuration prefix: '' uses conf/baseline.yaml and conf/proposed.yaml,
+                               'debug' conf/debug_*.yaml (tiny models); score/eval options: conf/*.conf
+  --data DIR / --exp DIR       prepared data dirs (default data) / models, embeddings, scores (default exp)
+  --nj N                       parallel jobs (default 1)
+  --device DEV                 cpu, cuda, cuda:1 ... for training and extraction
+  --seeds \"N ...\"              training seeds (default \"0 1 2\"): one baseline and one proposed model each
+  --init-from-baseline true    initialise the Bayesian model's means from the trained baseline
+  --mc-samples K               Bayesian embeddings: average K sampled embeddings (default: posterior mean)"
+
+. "$common_dir/lib.sh"
+parse_options "$@"
+. "$common_dir/stages.sh"
+check_int nj
+[[ $init_from_baseline == true || $init_from_baseline == false ]] || die "--init-from-baseline must be true or false"
+read -ra seed_list <<<"$seeds"
+((${#seed_list[@]})) || die "--seeds lists no seed"
+for seed in "${seed_list[@]}"; do
+  [[ $seed =~ ^[0-9]+$ ]] || die "--seeds must list integers >= 0, got '$seed'"
+done
+mkdir -p "$data" "$exp"
+data=$(cd "$data" && pwd)
+exp=$(cd "$exp" && pwd)
+conf_overrides=()
+
+if stage_on 1; then
+  log "stage 1: data preparation"
+  [[ -n $root ]] || die "stage 1 needs --root (the so762 folder)"
+  [[ -f $root/dev/trials ]] || die "$root/dev/trials: no such file (see the layout at the top of $0)"
+  submit prepare_train "$exp/log/prepare_train.log" python "$common_dir/data_dir.py" combine "$data/train" "$root/train"
+  submit prepare_dev "$exp/log/prepare_dev.log" \
+    bash -c 'python "$1" combine "$2" "$3" && cp "$3/trials" "$2/.trials.tmp" && mv "$2/.trials.tmp" "$2/trials"' \
+    _ "$common_dir/data_dir.py" "$data/dev" "$root/dev"
+  wait_jobs
+  submit prepare_dev_tel "$exp/log/prepare_dev_tel.log" \
+    spkver prepare channel --data "$data/dev" --out "$data/dev_tel" --channel telephone
+  wait_jobs
+fi
+
+if ((stop_stage >= 2)); then
+  train_dir=$data/train
+  add_embed_set train "$train_dir"
+  add_embed_set dev "$data/dev"
+  add_embed_set dev_tel "$data/dev_tel"
+  group="speechocean762 dev trials"
+  add_eval_set dev "dev (in-domain)" "$group" 0.01 "$data/dev/trials" dev dev
+  add_eval_set dev_tel "dev, telephone channel (out-of-domain)" "$group" 0.01 "$data/dev/trials" dev_tel dev_tel
+fi
+
+run_stages "${seed_list[@]}"
+
+if stage_on 7; then
+  log "stage 7: mean and spread over seeds ${seed_list[*]}"
+  entries=()
+  for name in "${eval_sets[@]}"; do
+    for backend in "${backends[@]}"; do
+      entries+=(--entry "${eval_label[$name]}" "$backend" "results/${name}_$backend.json")
+    done
+  done
+  python "$recipe_dir/local/aggregate_seeds.py" --exp "$exp" --seeds "${seed_list[@]}" \
+    --p-target "${group_p[$group]}" "${entries[@]}" >"$exp/.results.md.tmp"
+  mv "$exp/.results.md.tmp" "$exp/results.md"
+  log "results: $exp/results.md"
+  cat "$exp/results.md" >&2
+fi
+log "finished stages $stage to $stop_stage"

@@ -1,0 +1,356 @@
+"""The ``spkver`` command line: prepare | train | extract | score | eval | demo.
+
+Each sub-command is a thin wrapper over a library function. ``score`` and ``eval`` only touch the numpy
+back-end (``scoring``) and never import torch, so they start fast and run where torch is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from spkver import __version__
+
+FORMATS = """file formats:
+  trials      Kaldi/NIST "enroll test target|nontarget", VoxCeleb "1|0 enroll test", or unlabelled "enroll test"
+  embeddings  .npz with arrays "ids" (n,) and "embeddings" (n, dim), or Kaldi .scp/.ark (kaldiio)
+  scores      one trial per line: "enroll test score"
+  utt2spk     Kaldi "utt spk" lines; enroll map: Kaldi spk2utt-style "model utt1 utt2 ..." lines
+"""
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def _existing(path: str) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise argparse.ArgumentTypeError(f"no such file or directory: {path}")
+    return p
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {text}")
+    return value
+
+
+# ----------------------------------------------------------------------------------------------- score
+def _add_score(sub) -> None:
+    p = sub.add_parser(
+        "score", help="score trials from embeddings (cosine or LDA+PLDA, optional S-norm)",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=FORMATS)
+    p.add_argument("--trials", type=_existing, required=True)
+    p.add_argument("--enroll", type=_existing, required=True, help="enrollment embeddings")
+    p.add_argument("--test", type=_existing, required=True, help="test embeddings")
+    p.add_argument("--backend", choices=("cosine", "plda"), default="cosine")
+    p.add_argument("--plda", type=_existing, help="a trained PLDA model (.npz)")
+    p.add_argument("--train", type=_existing, help="training embeddings (PLDA training; cosine mean)")
+    p.add_argument("--utt2spk", type=_existing, help="speaker of each training embedding (PLDA training)")
+    p.add_argument("--lda-dim", type=_positive_int, help="LDA dimension before PLDA")
+    p.add_argument("--save-plda", type=Path, help="write the trained PLDA model here (.npz)")
+    p.add_argument("--subtract-mean", action="store_true",
+                   help="cosine: subtract the mean of --train embeddings first")
+    p.add_argument("--enroll-map", type=_existing,
+                   help="model -> enrollment utterances (spk2utt-style); default: enroll ids are models")
+    p.add_argument("--multi", choices=("mean", "plda"), default="mean",
+                   help="multi-utterance enrollment: average embeddings, or the PLDA multi-enrollment LLR")
+    p.add_argument("--norm", choices=("none", "snorm", "asnorm"), default="none")
+    p.add_argument("--cohort", type=_existing, help="cohort embeddings for score normalisation")
+    p.add_argument("--top-k", type=_positive_int, default=200, help="cohort size for adaptive S-norm")
+    p.add_argument("--out", type=Path, required=True, help="output score file")
+    p.set_defaults(func=_cmd_score)
+
+
+def _cmd_score(args) -> None:
+    from scoring import io
+    from scoring.backend import score_trials
+    from scoring.pipeline import build_scorer, normalise_scores
+
+    trials = io.read_trials(args.trials)
+    enroll = io.read_embeddings(args.enroll)
+    test = io.read_embeddings(args.test)
+    enroll_map = io.read_spk2utt(args.enroll_map) if args.enroll_map else None
+    if args.backend == "plda" and args.plda is None and (args.train is None or args.utt2spk is None):
+        raise CliError("--backend plda needs --plda MODEL, or --train EMB with --utt2spk F to train one")
+    if args.subtract_mean and args.train is None:
+        raise CliError("--subtract-mean needs --train EMB")
+    if args.norm != "none" and args.cohort is None:
+        raise CliError(f"--norm {args.norm} needs --cohort EMB")
+    if args.multi == "plda" and args.backend != "plda":
+        raise CliError("--multi plda needs --backend plda")
+
+    scorer = build_scorer(
+        args.backend, plda_path=args.plda,
+        train=io.read_embeddings(args.train) if args.train else None,
+        utt2spk=io.read_utt2spk(args.utt2spk) if args.utt2spk else None,
+        lda_dim=args.lda_dim, subtract_mean=args.subtract_mean)
+    if args.save_plda is not None:
+        if args.backend != "plda":
+            raise CliError("--save-plda needs --backend plda")
+        scorer.save(args.save_plda)
+    scores = score_trials(scorer, trials, enroll, test, enroll_map=enroll_map, multi=args.multi)
+    if args.norm != "none":
+        cohort = io.read_embeddings(args.cohort)
+        scores = normalise_scores(scorer, scores, trials, enroll, test, cohort, enroll_map=enroll_map,
+                                  top_k=args.top_k if args.norm == "asnorm" else None)
+    io.write_scores(args.out, trials, scores)
+    print(f"wrote {len(scores)} scores to {args.out}")
+
+
+# ------------------------------------------------------------------------------------------------ eval
+def _add_eval(sub) -> None:
+    p = sub.add_parser(
+        "eval", help="EER / minDCF / actDCF / Cllr table for score files, with optional fusion and DET plot",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=FORMATS)
+    p.add_argument("--trials", type=_existing, required=True, help="labelled trial list")
+    p.add_argument("--scores", type=_existing, nargs="+", required=True, help="one score file per system")
+    p.add_argument("--names", nargs="+", help="system names (default: score file names)")
+    p.add_argument("--p-target", type=_probability, action="append", dest="p_targets",
+                   help="operating point(s) for minDCF (repeatable; default 0.01 and 0.001)")
+    p.add_argument("--calibrated", action="store_true",
+                   help="the scores are log-likelihood ratios: also report actDCF and Cllr")
+    p.add_argument("--fuse", action="store_true", help="add a logistic-regression fusion of all systems")
+    p.add_argument("--fuse-trials", type=_existing, help="labelled trials to train the fusion on")
+    p.add_argument("--fuse-scores", type=_existing, nargs="+",
+                   help="score files of the same systems on --fuse-trials (same order as --scores)")
+    p.add_argument("--fuse-cv", type=int, metavar="K",
+                   help="instead of --fuse-trials: K-fold cross-validation over enrollment models")
+    p.add_argument("--fuse-prior", type=_probability, default=0.5, help="prior of the fusion objective")
+    p.add_argument("--bootstrap", type=int, default=0,
+                   help="bootstrap replicates for 95%% confidence intervals (resampling enrollment models)")
+    p.add_argument("--json", type=Path, help="write the results as JSON")
+    p.add_argument("--det", type=Path, help="write a DET plot (PNG)")
+    p.set_defaults(func=_cmd_eval)
+
+
+def _cmd_eval(args) -> None:
+    import numpy as np
+
+    from scoring import io
+    from scoring.fusion import LinearFusion
+    from scoring.pipeline import add_confidence_intervals, cross_validated_fusion
+    from scoring.report import det_plot, evaluate_system, results_table, write_json
+
+    p_targets = args.p_targets or [0.01, 0.001]
+    names = args.names or [Path(s).name for s in args.scores]
+    if len(names) != len(args.scores):
+        raise CliError(f"--names gives {len(names)} names for {len(args.scores)} score files")
+    if len(set(names)) != len(names) or "fusion" in names:
+        raise CliError(f"--names must be unique and not 'fusion', got {names}")
+    trials = io.read_trials(args.trials)
+    io.check_labels(trials)
+    labels = trials.label.astype(np.int64)
+    systems = {name: io.align_scores(trials, path) for name, path in zip(names, args.scores)}
+
+    if args.fuse:
+        stacked = np.stack(list(systems.values()), axis=1)
+        if args.fuse_cv is not None:
+            if args.fuse_trials is not None:
+                raise CliError("--fuse-cv and --fuse-trials exclude each other")
+            systems["fusion"] = cross_validated_fusion(stacked, labels, trials.enroll, n_folds=args.fuse_cv,
+                                                       p_target=args.fuse_prior)
+        else:
+            if args.fuse_trials is None or args.fuse_scores is None:
+                raise CliError("--fuse needs --fuse-trials and --fuse-scores (a trial set disjoint from the "
+                               "evaluated one) or --fuse-cv K")
+            if len(args.fuse_scores) != len(args.scores):
+                raise CliError(f"--fuse-scores gives {len(args.fuse_scores)} files for {len(args.scores)} systems")
+            dev = io.read_trials(args.fuse_trials)
+            io.check_labels(dev)
+            dev_scores = np.stack([io.align_scores(dev, path) for path in args.fuse_scores], axis=1)
+            fusion = LinearFusion(p_target=args.fuse_prior).fit(dev_scores, dev.label.astype(np.int64))
+            systems["fusion"] = fusion.predict(stacked)
+
+    rows = []
+    for name, scores in systems.items():
+        row = evaluate_system(name, scores, labels, p_targets, calibrated=args.calibrated or name == "fusion")
+        if args.bootstrap > 0:
+            add_confidence_intervals(row, scores, labels, trials.enroll, p_targets, args.bootstrap)
+        rows.append(row)
+    print(results_table(rows), end="")
+    if args.json is not None:
+        write_json(args.json, rows)
+        print(f"wrote {args.json}")
+    if args.det is not None:
+        det_plot({n: (s[labels == 1], s[labels == 0]) for n, s in systems.items()}, args.det)
+        print(f"wrote {args.det}")
+
+
+# --------------------------------------------------------------------------------------------- prepare
+def _add_prepare(sub) -> None:
+    p = sub.add_parser("prepare", help="turn a corpus layout into Kaldi data dirs and trial files")
+    corpus = p.add_subparsers(dest="corpus", required=True)
+    vox = corpus.add_parser("voxceleb", help="VoxCeleb1 (and VoxCeleb2 converted to WAV)")
+    vox.add_argument("--root", type=_existing, required=True)
+    vox.add_argument("--out", type=Path, required=True)
+    vox.set_defaults(func=_cmd_prepare_voxceleb)
+    sre = corpus.add_parser("sre", help="NIST SRE10-style SPHERE data with a trial key")
+    sre.add_argument("--root", type=_existing, required=True)
+    sre.add_argument("--key", type=_existing, required=True)
+    sre.add_argument("--out", type=Path, required=True)
+    sre.set_defaults(func=_cmd_prepare_sre)
+    chan = corpus.add_parser("channel", help="pass a data dir through a simulated channel (out-of-domain sets)")
+    chan.add_argument("--data", type=_existing, required=True)
+    chan.add_argument("--out", type=Path, required=True)
+    chan.add_argument("--channel", default="telephone", help="telephone (default) or telephone8k")
+    chan.add_argument("--audio-root", type=_existing, help="resolve relative wav.scp paths against this folder")
+    chan.set_defaults(func=_cmd_prepare_channel)
+
+
+def _cmd_prepare_voxceleb(args) -> None:
+    from spkver.data.voxceleb import prepare_voxceleb
+
+    result = prepare_voxceleb(args.root, args.out)
+    print(f"prepared VoxCeleb in {args.out}: {result}")
+
+
+def _cmd_prepare_sre(args) -> None:
+    from spkver.data.sre import prepare_sre
+
+    result = prepare_sre(args.root, args.key, args.out)
+    print(f"prepared SRE data in {args.out}: {result}")
+
+
+def _cmd_prepare_channel(args) -> None:
+    from spkver.data.channel import simulate_channel
+
+    result = simulate_channel(args.data, args.out, channel=args.channel, audio_root=args.audio_root,
+                              progress=True)
+    print(f"wrote {len(result)} utterances through the {args.channel} channel to {args.out}")
+
+
+# ----------------------------------------------------------------------------------------------- table
+def _add_table(sub) -> None:
+    p = sub.add_parser("table", help="baseline / proposed / fusion table from `spkver eval --json` results")
+    p.add_argument("--entry", nargs=3, action="append", required=True, metavar=("EVAL_SET", "BACKEND", "JSON"),
+                   help="one line of the table (repeatable)")
+    p.add_argument("--systems", nargs="+", default=["baseline", "proposed", "fusion"],
+                   help="system names (columns), as named in the JSON files")
+    p.add_argument("--p-target", type=_probability, default=0.01)
+    p.add_argument("--out", type=Path, help="also write the table (Markdown) here")
+    p.set_defaults(func=_cmd_table)
+
+
+def _cmd_table(args) -> None:
+    from scoring.io import atomic_write
+    from scoring.pipeline import comparison_table
+    from scoring.report import read_json
+
+    results = {(eval_set, backend): read_json(path) for eval_set, backend, path in args.entry}
+    table = comparison_table(results, args.p_target, systems=args.systems)
+    print(table, end="")
+    if args.out is not None:
+        with atomic_write(args.out) as tmp:
+            Path(tmp).write_text(table)
+
+
+# ----------------------------------------------------------------------------------------------- train
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train an x-vector or Bayesian x-vector extractor")
+    p.add_argument("--config", type=_existing, required=True, help="YAML training configuration")
+    p.add_argument("--data", type=_existing, required=True, help="Kaldi data dir of training utterances")
+    p.add_argument("--exp", type=Path, required=True, help="experiment dir (checkpoints, logs, config)")
+    p.add_argument("--init", type=_existing, help="initialise a Bayesian model from this baseline experiment")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --exp")
+    p.add_argument("--audio-root", type=_existing, help="resolve relative wav.scp paths against this folder")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable utterances (and report them)")
+    p.add_argument("--dev-data", type=_existing, help="data dir for a validation EER each epoch")
+    p.add_argument("--dev-trials", type=_existing, help="trials for the validation EER")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the config's)")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args) -> None:
+    from spkver.train import train
+
+    if (args.dev_data is None) != (args.dev_trials is None):
+        raise CliError("--dev-data and --dev-trials go together")
+    ckpt = train(args.config, args.data, args.exp, init=args.init, resume=args.resume,
+                 dev_data=args.dev_data, dev_trials=args.dev_trials, audio_root=args.audio_root,
+                 skip_bad=args.skip_bad, device=args.device)
+    if ckpt is not None:
+        print(f"model: {ckpt}")
+
+
+# --------------------------------------------------------------------------------------------- extract
+def _add_extract(sub) -> None:
+    p = sub.add_parser("extract", help="extract embeddings with a trained model")
+    p.add_argument("--model", type=_existing, required=True, help="experiment dir or checkpoint file")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", type=_existing, help="Kaldi data dir")
+    src.add_argument("--wav-scp", type=_existing, help="a wav.scp file")
+    src.add_argument("files", nargs="*", default=[], help="audio files (ids are the file stems)")
+    p.add_argument("--out", type=Path, required=True, help=".npz, or .ark (with a .scp beside it)")
+    p.add_argument("--audio-root", type=_existing, help="resolve relative wav.scp paths against this folder")
+    p.add_argument("--mc-samples", type=int, default=0,
+                   help="Bayesian models: average K sampled embeddings (0: posterior mean)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable files (and report them)")
+    p.add_argument("--no-resume", action="store_true", help="recompute finished utterances")
+    p.set_defaults(func=_cmd_extract)
+
+
+def _cmd_extract(args) -> None:
+    from spkver.extract import extract
+
+    if args.mc_samples < 0:
+        raise CliError(f"--mc-samples must be >= 0, got {args.mc_samples}")
+    summary = extract(args.model, args.out, data_dir=args.data, wav_scp=args.wav_scp,
+                      files=[Path(f) for f in args.files] or None, mc_samples=args.mc_samples,
+                      device=args.device, skip_bad=args.skip_bad, resume=not args.no_resume,
+                      audio_root=args.audio_root)
+    print(summary)
+
+
+# ------------------------------------------------------------------------------------------------ demo
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="the whole pipeline on the built-in synthetic corpus: baseline vs "
+                                    "Bayesian x-vector vs fusion, cosine and PLDA, in- and out-of-domain")
+    p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default: demo_out)")
+    p.add_argument("--quick", action="store_true", help="a tiny configuration (for tests)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args) -> None:
+    from spkver.demo import run_demo
+
+    run_demo(args.out, quick=args.quick, seed=args.seed)
+
+
+# ------------------------------------------------------------------------------------------------ main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spkver", description="Speaker verification with Bayesian x-vectors.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=FORMATS)
+    parser.add_argument("--version", action="version", version=f"spkver {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_prepare, _add_train, _add_extract, _add_score, _add_eval, _add_table, _add_demo):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except (CliError, ValueError, FileNotFoundError) as err:
+        print(f"spkver {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

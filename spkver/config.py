@@ -1,0 +1,379 @@
+"""Typed training configuration: one dataclass per component, loaded from YAML with unknown keys rejected.
+
+A configuration file has top-level training fields (:class:`TrainConfig`) and four sections whose keys map
+one to one onto a component::
+
+    epochs: 10
+    seed: 0
+    amp: null            # "bf16" | "fp16" | null
+    features:            # spkver.features.FeatureConfig
+      kind: mfcc
+      num_ceps: 30
+    model:               # name from spkver.nn.tdnn.MODELS; the other keys are that constructor's arguments
+      name: xvector
+      embed_dim: 512
+    data:                # DataConfig: random chunks, speaker-balanced sampling, caching, augmentation
+      chunk_min_seconds: 2.0
+      chunk_max_seconds: 4.0
+    optim:               # OptimConfig: optimiser, learning-rate schedule, gradient clipping
+      name: sgd
+      lr: 0.05
+
+The model's input dimension and class count are not configured: they come from the features and from the
+training speakers. :func:`save_config` writes the resolved configuration (every default filled in) so that an
+experiment dir documents exactly what ran.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from spkver.features import FeatureConfig
+
+# constructor arguments filled in by the trainer, never by the configuration
+DERIVED_MODEL_ARGS = ("feat_dim", "num_classes")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names the file (when known), the section and the key."""
+
+
+def _where(source, section: str) -> str:
+    parts = [str(source)] if source is not None else []
+    if section:
+        parts.append(f"section {section!r}")
+    return ": ".join(parts) + ": " if parts else ""
+
+
+def _check_type(value, hint, name: str, prefix: str):
+    """Check ``value`` against a simple type hint; ints are accepted (and converted) for floats."""
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_type(value, arg, name, prefix)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{prefix}{name}: invalid value {value!r}")
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ConfigError(f"{prefix}{name} must be one of {list(choices)}, got {value!r}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{prefix}{name} must be a list, got {value!r}")
+        args = typing.get_args(hint)
+        item = args[0] if args else Any
+        return [_check_type(v, item, name, prefix) for v in value]
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{prefix}{name} must be a mapping, got {value!r}")
+        return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{prefix}{name} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{prefix}{name} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{prefix}{name} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{prefix}{name} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _from_mapping(cls, data, source=None, section: str = ""):
+    """Build dataclass ``cls`` from a mapping: unknown keys rejected (listing the valid ones), types checked."""
+    prefix = _where(source, section)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix}expected a mapping of keys to values, got {type(data).__name__}")
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"{prefix}unknown key(s) {unknown}; valid keys: {sorted(names)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {key: _check_type(value, hints[key], key, prefix) for key, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        raise ConfigError(f"{prefix}{err}") from None
+
+
+@dataclass
+class ModelConfig:
+    """A model from the ``spkver.nn.tdnn.MODELS`` registry and its constructor arguments.
+
+    ``kwargs`` maps one to one onto the constructor's keyword arguments, except ``feat_dim`` and
+    ``num_classes``, which the trainer derives from the feature configuration and the training speakers.
+    In YAML the arguments sit beside ``name`` (``model: {name: xvector, embed_dim: 256}``).
+    """
+
+    name: str = "xvector"
+    kwargs: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Check ``name`` against the registry and ``kwargs`` against the constructor's signature."""
+        from spkver.nn.tdnn import MODELS
+
+        if self.name not in MODELS:
+            raise ConfigError(f"unknown model {self.name!r}; valid names: {sorted(MODELS)}")
+        derived = sorted(set(self.kwargs) & set(DERIVED_MODEL_ARGS))
+        if derived:
+            raise ConfigError(f"model argument(s) {derived} are derived from the data and features; "
+                              f"remove them from the configuration")
+        params = inspect.signature(MODELS[self.name]).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return
+        valid = sorted(n for n, p in params.items() if n not in DERIVED_MODEL_ARGS
+                       and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+        unknown = sorted(set(self.kwargs) - set(valid))
+        if unknown:
+            raise ConfigError(f"unknown argument(s) {unknown} for model {self.name!r}; valid: {valid}")
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, **self.kwargs}
+
+    @classmethod
+    def from_dict(cls, data, source=None) -> "ModelConfig":
+        prefix = _where(source, "model")
+        data = {} if data is None else data
+        if not isinstance(data, dict):
+            raise ConfigError(f"{prefix}expected a mapping, got {type(data).__name__}")
+        data = dict(data)
+        name = data.pop("name", cls.name)
+        if not isinstance(name, str):
+            raise ConfigError(f"{prefix}name must be a string, got {name!r}")
+        cfg = cls(name=name, kwargs=data)
+        try:
+            cfg.validate()
+        except ConfigError as err:
+            raise ConfigError(f"{prefix}{err}") from None
+        return cfg
+
+
+@dataclass
+class DataConfig:
+    """Training examples: random fixed-length chunks of training utterances (see ``spkver.data.dataset``).
+
+    Each batch draws one chunk length uniformly in ``[chunk_min_seconds, chunk_max_seconds]`` (as Kaldi's
+    x-vector egs do per archive), so a batch needs no padding. ``speaker_balanced`` picks a speaker uniformly
+    and then one of its utterances (otherwise utterances are drawn uniformly). ``examples_per_epoch`` counts
+    chunks over all processes; it is also N_train in the KL term of the loss.
+
+    Without ``augment`` and with ``precompute`` (the default) features are computed once per utterance into a
+    cache (``cache_dir``, default ``EXP_DIR/feats``) and chunks are cut from it. With ``augment`` (keyword
+    arguments of ``spkver.data.augment.Augmenter``: noise/RIR paths and probabilities) or ``precompute: false``
+    each chunk is read as audio, augmented (with probability ``augment_prob``) and turned into features in
+    ``num_workers`` loader processes. ``augment`` keys: ``musan`` and ``rir`` folders, ``kinds``,
+    ``noise_snr`` / ``music_snr`` / ``babble_snr`` ranges, ``babble_speakers`` (its sample rate is the
+    features').
+    """
+
+    chunk_min_seconds: float = 2.0
+    chunk_max_seconds: float = 4.0
+    speaker_balanced: bool = True
+    examples_per_epoch: int = 20000
+    batch_size: int = 64
+    num_workers: int = 2
+    precompute: bool = True
+    cache_dir: Optional[str] = None
+    cache_dtype: Literal["float32", "float16"] = "float32"
+    augment: Optional[dict] = None
+    augment_prob: float = 0.5
+
+    def __post_init__(self):
+        if not 0 < self.chunk_min_seconds <= self.chunk_max_seconds:
+            raise ConfigError(f"need 0 < chunk_min_seconds <= chunk_max_seconds, got "
+                              f"{self.chunk_min_seconds} and {self.chunk_max_seconds}")
+        for name in ("examples_per_epoch", "batch_size"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.examples_per_epoch < self.batch_size:
+            raise ConfigError(f"examples_per_epoch ({self.examples_per_epoch}) is smaller than one batch "
+                              f"({self.batch_size})")
+        if self.num_workers < 0:
+            raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
+        if not 0.0 <= self.augment_prob <= 1.0:
+            raise ConfigError(f"augment_prob must lie in [0, 1], got {self.augment_prob}")
+        if self.augment:
+            from spkver.data.augment import Augmenter
+
+            params = inspect.signature(Augmenter).parameters
+            unknown = sorted(set(self.augment) - set(params) | ({"sample_rate", "seed"} & set(self.augment)))
+            if unknown:
+                valid = sorted(set(params) - {"sample_rate", "seed"})
+                raise ConfigError(f"unknown augment key(s) {unknown}; valid: {valid}")
+
+    @property
+    def on_the_fly(self) -> bool:
+        """True when chunks are read as audio and featurised per example (augmentation or no cache)."""
+        return bool(self.augment) or not self.precompute
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser, learning-rate schedule and gradient clipping.
+
+    The schedule is a function of the optimisation step: a linear warm-up from 0 over ``warmup_steps``, then
+    ``constant``, ``cosine`` (half a cosine from ``lr`` down to ``min_lr`` at the last step; Loshchilov &
+    Hutter 2017, without restarts) or ``step`` (``lr * gamma ** (epoch // step_epochs)``).
+    ``grad_clip`` is the maximum global L2 norm of the gradients (null: no clipping).
+    """
+
+    name: Literal["sgd", "adam", "adamw"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    nesterov: bool = False
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    schedule: Literal["constant", "cosine", "step"] = "cosine"
+    warmup_steps: int = 0
+    min_lr: float = 0.0
+    step_epochs: int = 10
+    gamma: float = 0.1
+    grad_clip: Optional[float] = 5.0
+
+    def __post_init__(self):
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+        if self.weight_decay < 0 or self.warmup_steps < 0 or self.min_lr < 0:
+            raise ConfigError("weight_decay, warmup_steps and min_lr must be >= 0")
+        if self.step_epochs <= 0:
+            raise ConfigError(f"step_epochs must be positive, got {self.step_epochs}")
+        if len(self.betas) != 2:
+            raise ConfigError(f"betas must have two values, got {self.betas}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ConfigError(f"grad_clip must be positive or null, got {self.grad_clip}")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs besides the data: the four sections plus the loop's own settings.
+
+    ``amp``: ``"bf16"`` autocasts to bfloat16 (CUDA, or CPU where supported), ``"fp16"`` to float16 with a
+    gradient scaler (CUDA only), null trains in float32. ``kl_weight`` and ``kl_warmup_steps`` go to
+    ``XVectorObjective`` (loss = CE + kl_weight * KL / N_train, N_train = ``data.examples_per_epoch``).
+    ``device``: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``; under torchrun each
+    process uses ``cuda:LOCAL_RANK``. ``validate_every``: epochs between validation EERs (0: never; only when
+    dev data and trials are given). ``keep_checkpoints``: per-epoch checkpoints kept (0: all).
+    """
+
+    epochs: int = 10
+    seed: int = 0
+    amp: Optional[Literal["bf16", "fp16"]] = None
+    kl_weight: float = 1.0
+    kl_warmup_steps: int = 0
+    device: str = "auto"
+    log_interval: int = 50
+    validate_every: int = 1
+    keep_checkpoints: int = 0
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def __post_init__(self):
+        if self.epochs <= 0:
+            raise ConfigError(f"epochs must be positive, got {self.epochs}")
+        if self.kl_weight < 0 or self.kl_warmup_steps < 0:
+            raise ConfigError("kl_weight and kl_warmup_steps must be >= 0")
+        if self.log_interval <= 0:
+            raise ConfigError(f"log_interval must be positive, got {self.log_interval}")
+        if self.validate_every < 0 or self.keep_checkpoints < 0:
+            raise ConfigError("validate_every and keep_checkpoints must be >= 0")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+    def to_dict(self) -> dict:
+        """Plain nested dict (YAML/JSON-ready) of the resolved configuration."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name not in ("features", "model", "data", "optim")}
+        out["features"] = self.features.to_dict()
+        out["model"] = self.model.to_dict()
+        out["data"] = dataclasses.asdict(self.data)
+        out["optim"] = dataclasses.asdict(self.optim)
+        return out
+
+    @classmethod
+    def from_dict(cls, data, source=None) -> "TrainConfig":
+        """Build from a nested dict; ``source`` (a file name) is named in every error."""
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{_where(source, '')}expected a mapping at the top level")
+        data = dict(data)
+        sections = {}
+        if "features" in data:
+            try:
+                sections["features"] = FeatureConfig.from_dict(data.pop("features") or {})
+            except (ValueError, TypeError) as err:
+                raise ConfigError(f"{_where(source, 'features')}{err}") from None
+        if "model" in data:
+            sections["model"] = ModelConfig.from_dict(data.pop("model"), source)
+        if "data" in data:
+            sections["data"] = _from_mapping(DataConfig, data.pop("data"), source, "data")
+        if "optim" in data:
+            sections["optim"] = _from_mapping(OptimConfig, data.pop("optim"), source, "optim")
+        cfg = _from_mapping(cls, data, source, "")
+        return dataclasses.replace(cfg, **sections) if sections else cfg
+
+
+def load_config(path: str | os.PathLike) -> TrainConfig:
+    """Read a YAML training configuration; errors name ``path``, the section and the key at fault."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such configuration file: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML ({err})") from None
+    return TrainConfig.from_dict(data, source=path)
+
+
+def save_config(cfg: TrainConfig, path: str | os.PathLike) -> Path:
+    """Write the resolved configuration as YAML, atomically (temp file + ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def as_config(cfg: TrainConfig | str | os.PathLike) -> TrainConfig:
+    """Accept a :class:`TrainConfig` or the path of a YAML file."""
+    if isinstance(cfg, TrainConfig):
+        return cfg
+    if isinstance(cfg, (str, os.PathLike)):
+        return load_config(cfg)
+    raise TypeError(f"expected a TrainConfig or a YAML path, got {type(cfg).__name__}")

@@ -1,0 +1,140 @@
+"""spkver.train on a small generated corpus: it learns, resumes exactly, validates, initialises from a baseline."""
+
+import json
+
+import numpy as np
+import soundfile as sf
+import pytest
+import torch
+
+from spkver.checkpoint import list_checkpoints, load_checkpoint, load_model
+from spkver.config import ConfigError, DataConfig, ModelConfig, OptimConfig, TrainConfig, load_config
+from spkver.data.dataset import FeatureCache
+from spkver.data.kaldi import DataDir
+from spkver.data.synthetic import make_corpus, make_trials
+from spkver.features import FeatureConfig
+from spkver.train import lr_factor, train
+
+FEATS = FeatureConfig(num_mel_bins=24, num_ceps=20)
+TINY = {"channels": 32, "stats_channels": 64, "embed_dim": 16}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors gain nothing from intra-op threads, which only add synchronisation (badly so on a
+    busy machine): run this module's torch work on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_config(epochs=2, name="xvector", examples=384, batch=32, lr=0.01, **model):
+    return TrainConfig(
+        epochs=epochs, seed=0, device="cpu", log_interval=4, features=FEATS,
+        model=ModelConfig(name, {**TINY, **model}),
+        data=DataConfig(chunk_min_seconds=0.5, chunk_max_seconds=1.0, examples_per_epoch=examples,
+                        batch_size=batch, num_workers=0),
+        optim=OptimConfig(name="adam", lr=lr, warmup_steps=2, schedule="cosine", grad_clip=5.0))
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    data = make_corpus(root / "train", n_speakers=8, sessions_per_speaker=2, utts_per_session=3,
+                       min_seconds=1.5, max_seconds=2.5, seed=0)
+    make_trials(data, n_target=None, n_nontarget=60, seed=0, path=root / "trials")
+    return root
+
+
+@pytest.fixture(scope="module")
+def baseline(corpus, tmp_path_factory):
+    exp = tmp_path_factory.mktemp("baseline")
+    final = train(tiny_config(), corpus / "train", exp, dev_data=corpus / "train", dev_trials=corpus / "trials",
+                  progress=False)
+    return exp, final
+
+
+def test_schedule_warms_up_then_decays_to_min_lr():
+    cfg = OptimConfig(lr=1.0, warmup_steps=4, schedule="cosine", min_lr=0.1)
+    factors = [lr_factor(s, cfg, total_steps=14, steps_per_epoch=7) for s in range(15)]
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert all(a >= b for a, b in zip(factors[4:], factors[5:])) and factors[14] == pytest.approx(0.1)
+    step = OptimConfig(lr=1.0, schedule="step", step_epochs=2, gamma=0.5)
+    assert [lr_factor(s, step, 60, 10) for s in (0, 19, 20, 45)] == [1.0, 1.0, 0.5, 0.25]
+
+
+def test_short_run_learns_and_writes_the_experiment_dir(corpus, baseline):
+    exp, final = baseline
+    assert final == exp / "final.pt"
+    assert load_config(exp / "config.yaml") == tiny_config()
+    assert [p.name for p in list_checkpoints(exp)] == ["epoch_001.pt", "epoch_002.pt"]
+    assert (exp / "latest.pt").resolve() == (exp / "checkpoints" / "epoch_002.pt").resolve()
+    records = [json.loads(line) for line in (exp / "train.log.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1, 2] and any(r["kind"] == "step" for r in records)
+    assert 0.0 <= epochs[-1]["valid"]["eer"] < 0.5 and epochs[-1]["valid"]["trials"] > 0
+
+    # the saved model classifies whole training utterances far above chance (1/8)
+    model, feats_cfg, meta = load_model(exp)
+    cache = FeatureCache.build(DataDir.load(corpus / "train"), feats_cfg, exp / "feats")
+    labels = [meta["speakers"].index(u.split("-")[0]) for u in cache.utts]
+    with torch.no_grad():
+        predicted = [int(model(torch.tensor(cache[i])[None]).argmax()) for i in range(len(cache))]
+    accuracy = np.mean(np.array(predicted) == np.array(labels))
+    assert accuracy > 3 / 8, accuracy
+
+
+def test_resume_continues_exactly(corpus, tmp_path):
+    """Two epochs straight == one epoch, stop, resume for the second: bitwise-equal weights (Bayesian model,
+    so the restored RNG state matters too)."""
+    cfg = tiny_config(name="bayes_xvector", examples=64, batch=16, sampling="lrt")
+    cfg.data.cache_dir = str(tmp_path / "cache")
+    straight = train(cfg, corpus / "train", tmp_path / "a", progress=False)
+    first = train(cfg, corpus / "train", tmp_path / "b", progress=False, until_epoch=1)
+    assert first.name == "epoch_001.pt" and not (tmp_path / "b" / "final.pt").exists()
+    resumed = train(cfg, corpus / "train", tmp_path / "b", progress=False, resume=True)
+    a, b = load_checkpoint(straight), load_checkpoint(resumed)
+    assert a["step"] == b["step"] == 8
+    for key, value in a["model_state"].items():
+        assert torch.equal(value, b["model_state"][key]), key
+    opt_a = load_checkpoint(tmp_path / "a" / "checkpoints" / "epoch_002.pt")["optimizer"]["state"]
+    opt_b = load_checkpoint(tmp_path / "b" / "checkpoints" / "epoch_002.pt")["optimizer"]["state"]
+    assert all(torch.equal(opt_a[k]["exp_avg"], opt_b[k]["exp_avg"]) for k in opt_a)
+
+
+def test_existing_experiment_is_protected(corpus, baseline, tmp_path):
+    exp, _ = baseline
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        train(tiny_config(), corpus / "train", exp, progress=False)
+    changed = tiny_config()
+    changed.optim.lr = 0.5
+    with pytest.raises(ConfigError, match="optim.lr"):
+        train(changed, corpus / "train", exp, resume=True, progress=False)
+
+
+def test_bayesian_model_starts_from_the_baseline(corpus, baseline, tmp_path):
+    exp, _ = baseline
+    cfg = tiny_config(epochs=1, name="bayes_xvector", examples=64, batch=16, lr=1e-6)
+    cfg.data.cache_dir = str(exp / "feats")
+    final = train(cfg, corpus / "train", tmp_path / "bayes", init=exp, progress=False)
+    base, bayes = load_checkpoint(exp)["model_state"], load_checkpoint(final)["model_state"]
+    for layer in ("frame_1", "seg_1", "classifier"):
+        torch.testing.assert_close(bayes[f"{layer}.weight_mu"], base[f"{layer}.weight"], atol=1e-4, rtol=0)
+    wrong = tiny_config(epochs=1, name="bayes_xvector", examples=64, batch=16)
+    wrong.features = FeatureConfig(num_mel_bins=24, num_ceps=19)
+    with pytest.raises(ConfigError, match="other features"):
+        train(wrong, corpus / "train", tmp_path / "bayes2", init=exp, progress=False)
+
+
+def test_on_the_fly_augmented_path_trains(corpus, tmp_path):
+    noise = tmp_path / "musan" / "noise"
+    noise.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    sf.write(noise / "n.wav", (0.05 * rng.standard_normal(32000)).astype(np.float32), 16000)
+    cfg = tiny_config(epochs=1, examples=32, batch=16)
+    cfg.data.augment = {"musan": str(tmp_path / "musan")}
+    final = train(cfg, corpus / "train", tmp_path / "exp", progress=False)
+    records = [json.loads(line) for line in (tmp_path / "exp" / "train.log.jsonl").read_text().splitlines()]
+    assert final.is_file() and records[-1]["kind"] == "epoch" and np.isfinite(records[-1]["loss"])
+    assert not (tmp_path / "exp" / "feats").exists()  # utt2dur gives the lengths: no feature cache, no scan
