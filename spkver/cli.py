@@ -126,6 +126,8 @@ def _add_eval(sub) -> None:
                    help="score files of the same systems on --fuse-trials (same order as --scores)")
     p.add_argument("--fuse-cv", type=int, metavar="K",
                    help="instead of --fuse-trials: K-fold cross-validation over enrollment models")
+    p.add_argument("--fuse-utt2spk", type=_existing,
+                   help="with --fuse-cv: make the folds speaker-disjoint (speaker of each enrollment id)")
     p.add_argument("--fuse-prior", type=_probability, default=0.5, help="prior of the fusion objective")
     p.add_argument("--bootstrap", type=int, default=0,
                    help="bootstrap replicates for 95%% confidence intervals (resampling enrollment models)")
@@ -158,7 +160,14 @@ def _cmd_eval(args) -> None:
         if args.fuse_cv is not None:
             if args.fuse_trials is not None:
                 raise CliError("--fuse-cv and --fuse-trials exclude each other")
-            systems["fusion"] = cross_validated_fusion(stacked, labels, trials.enroll, n_folds=args.fuse_cv,
+            groups = trials.enroll
+            if args.fuse_utt2spk is not None:
+                utt2spk = io.read_utt2spk(args.fuse_utt2spk)
+                missing = [e for e in np.unique(trials.enroll) if e not in utt2spk]
+                if missing:
+                    raise CliError(f"{args.fuse_utt2spk}: no speaker for enrollment id {missing[0]!r}")
+                groups = np.asarray([utt2spk[e] for e in trials.enroll])
+            systems["fusion"] = cross_validated_fusion(stacked, labels, groups, n_folds=args.fuse_cv,
                                                        p_target=args.fuse_prior)
         else:
             if args.fuse_trials is None or args.fuse_scores is None:

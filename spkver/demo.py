@@ -29,7 +29,7 @@ SYSTEMS = ("baseline", "proposed")
 class DemoConfig:
     """Sizes of the demo: the corpus, the models and the training run."""
 
-    train_speakers: int = 200
+    train_speakers: int = 300
     eval_speakers: int = 50
     sessions: int = 3
     utts_per_session: int = 3
@@ -37,10 +37,10 @@ class DemoConfig:
     max_seconds: float = 4.0
     n_target: int | None = None  # None: every cross-session same-speaker pair
     n_nontarget: int = 10000
-    channels: int = 128
-    stats_channels: int = 384
+    channels: int = 256
+    stats_channels: int = 768
     embed_dim: int = 128
-    epochs: int = 5
+    epochs: int = 6
     examples_per_epoch: int = 6400
     batch_size: int = 64
     chunk_seconds: tuple[float, float] = (1.0, 2.0)

@@ -139,11 +139,14 @@ evaluate_eval_sets() {
   read_opts eval_opts "$(conf_file eval.conf)"
   for group in "${groups[@]}"; do p_opts+=(--p-target "${group_p[$group]}"); done
   for name in "${eval_sets[@]}"; do
+    # fusion folds over enrollment speakers when enrollment ids are utterances of a data dir
+    local fold_opts=()
+    [[ -z ${eval_map[$name]} ]] && fold_opts=(--fuse-utt2spk "${set_dir[${eval_enroll[$name]}]}/utt2spk")
     for backend in "${backends[@]}"; do
       submit "$(_tag "$out")eval_${name}_$backend" "$out/log/eval_${name}_$backend.log" \
         spkver eval --trials "${eval_trials[$name]}" --names "${systems[@]}" \
         --scores "$out/scores/$name/${backend}_baseline.txt" "$out/scores/$name/${backend}_proposed.txt" \
-        "${eval_opts[@]}" "${p_opts[@]}" \
+        "${eval_opts[@]}" "${fold_opts[@]}" "${p_opts[@]}" \
         --json "$out/results/${name}_$backend.json" --det "$out/results/${name}_$backend.png"
     done
   done

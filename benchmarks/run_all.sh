@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Run every benchmark once, in sequence, on a quiet machine; prints the figures recorded in README.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+for bench in bench_metrics bench_scoring bench_plda bench_estimators bench_gradvar bench_train_step \
+             bench_features bench_extract bench_loader bench_synthetic; do
+  echo "===== $bench ($(date -u +%H:%M:%S))"
+  python "benchmarks/$bench.py" "$@"
+done
