@@ -10,24 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scoring.io import ScoringInputError
-
-
-def _as_matrix(X, name: str, dim: int | None = None) -> np.ndarray:
-    """Finite 2-D array (n, dim) (float32 kept, else float64); errors name the argument and the first bad row."""
-    try:
-        X = np.asarray(X)
-        X = X if X.dtype in (np.float32, np.float64) else X.astype(np.float64)
-    except (TypeError, ValueError) as err:
-        raise ScoringInputError(f"{name}: not a numeric array ({err})") from None
-    if X.ndim != 2:
-        raise ScoringInputError(f"{name}: expected a 2-D array (n, dim), got shape {X.shape}")
-    if dim is not None and X.shape[1] != dim:
-        raise ScoringInputError(f"{name}: expected {dim} columns, got {X.shape[1]}")
-    bad = ~np.isfinite(X).all(axis=1)
-    if bad.any():
-        raise ScoringInputError(f"{name}: row {int(np.argmax(bad))} contains NaN or inf")
-    return X
+from scoring.io import ScoringInputError, as_matrix
 
 
 def _unit(X: np.ndarray) -> np.ndarray:
@@ -42,8 +25,8 @@ def cosine_score(enroll, test) -> np.ndarray:
     >>> cosine_score([[1.0, 0.0], [1.0, 1.0]], [[2.0, 0.0], [-1.0, -1.0]])
     array([ 1., -1.])
     """
-    E = _as_matrix(enroll, "enroll")
-    T = _as_matrix(test, "test", E.shape[1])
+    E = as_matrix(enroll, "enroll", keep_float32=True)
+    T = as_matrix(test, "test", E.shape[1], keep_float32=True)
     if E.shape[0] != T.shape[0]:
         raise ScoringInputError(f"enroll has {E.shape[0]} rows but test has {T.shape[0]}; rows are paired")
     return np.clip(np.einsum("ij,ij->i", _unit(E), _unit(T)), -1.0, 1.0)
@@ -67,7 +50,7 @@ class CosineScorer:
 
     def fit(self, X) -> "CosineScorer":
         """Store the mean (d,) of training embeddings X (n, d); used when subtract_mean=True."""
-        X = _as_matrix(X, "X")
+        X = as_matrix(X, "X", keep_float32=True)
         if X.shape[0] == 0:
             raise ScoringInputError("X: no training embeddings")
         self.mean_ = X.mean(axis=0, dtype=np.float64)
@@ -75,7 +58,7 @@ class CosineScorer:
 
     def transform(self, X, name: str = "X") -> np.ndarray:
         """(n, d) embeddings -> (n, d) centred (if subtract_mean) and length-normalised rows."""
-        X = _as_matrix(X, name, None if self.mean_ is None else self.mean_.shape[0])
+        X = as_matrix(X, name, None if self.mean_ is None else self.mean_.shape[0], keep_float32=True)
         if self.subtract_mean:
             if self.mean_ is None:
                 raise RuntimeError("CosineScorer(subtract_mean=True) is not fitted: call fit(X) first")
@@ -83,7 +66,7 @@ class CosineScorer:
         return _unit(X)
 
     def _prepare(self, X, name: str, transformed: bool) -> np.ndarray:
-        return _as_matrix(X, name) if transformed else self.transform(X, name)
+        return as_matrix(X, name, keep_float32=True) if transformed else self.transform(X, name)
 
     def score(self, enroll, test, transformed: bool = False) -> np.ndarray:
         """Paired scores: enroll (n, d), test (n, d) -> (n,) in [-1, 1]."""

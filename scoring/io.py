@@ -30,7 +30,7 @@ _EMBEDDING_NAMES = ("Embeddings", "read_embeddings", "write_embeddings")  # defi
 
 __all__ = [
     "ScoringInputError", "atomic_write", "check_ids", "Trials", "check_labels", "read_trials", "write_trials",
-    "read_scores", "write_scores", "align_scores", "read_utt2spk", "read_spk2utt", *_EMBEDDING_NAMES,
+    "read_scores", "write_scores", "align_scores", "read_utt2spk", "read_spk2utt", "as_matrix", *_EMBEDDING_NAMES,
 ]
 
 
@@ -352,3 +352,21 @@ def read_spk2utt(path) -> dict[str, list[str]]:
             owner[utt] = number
         out[fields[0]] = fields[1:]
     return out
+
+
+def as_matrix(X, name: str, dim: int | None = None, keep_float32: bool = False) -> np.ndarray:
+    """Validate a finite 2-D float array (n, dim) (float64, or float32 kept with `keep_float32`); errors name
+    the argument and the first bad row."""
+    try:
+        X = np.asarray(X)
+        X = X if keep_float32 and X.dtype == np.float32 else X.astype(np.float64, copy=False)
+    except (TypeError, ValueError) as err:
+        raise ScoringInputError(f"{name}: not a numeric array ({err})") from None
+    if X.ndim != 2:
+        raise ScoringInputError(f"{name}: expected a 2-D array (n, dim), got shape {X.shape}")
+    if dim is not None and X.shape[1] != dim:
+        raise ScoringInputError(f"{name}: expected {dim} columns, got {X.shape[1]}")
+    bad = ~np.isfinite(X).all(axis=1)
+    if bad.any():
+        raise ScoringInputError(f"{name}: row {int(np.argmax(bad))} contains NaN or inf")
+    return X

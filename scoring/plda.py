@@ -39,7 +39,7 @@ from typing import Sequence
 import numpy as np
 from scipy import linalg
 
-from scoring.io import ScoringInputError, atomic_write
+from scoring.io import ScoringInputError, as_matrix, atomic_write
 from scoring.lda import ClassStats, check_full_rank, lda_projection, length_normalize, whitening_projection
 
 _FORMAT = "spkver-plda-v1"
@@ -94,24 +94,6 @@ def em_step(stats: ClassStats, mu: np.ndarray, between: np.ndarray, within: np.n
     return mu_new, 0.5 * (between_new + between_new.T), 0.5 * (within_new + within_new.T), float(loglik)
 
 
-def _as_matrix(X, name: str, dim: int | None = None, keep_float32: bool = False) -> np.ndarray:
-    """Validate a finite 2-D float array (n, dim) (float64, or float32 kept with `keep_float32`); errors name
-    the argument and the first bad row."""
-    try:
-        X = np.asarray(X)
-        X = X if keep_float32 and X.dtype == np.float32 else X.astype(np.float64, copy=False)
-    except (TypeError, ValueError) as err:
-        raise ScoringInputError(f"{name}: not a numeric array ({err})") from None
-    if X.ndim != 2:
-        raise ScoringInputError(f"{name}: expected a 2-D array (n, dim), got shape {X.shape}")
-    if dim is not None and X.shape[1] != dim:
-        raise ScoringInputError(f"{name}: expected {dim} columns, got {X.shape[1]}")
-    bad = ~np.isfinite(X).all(axis=1)
-    if bad.any():
-        raise ScoringInputError(f"{name}: row {int(np.argmax(bad))} contains NaN or inf")
-    return X
-
-
 class PLDA:
     """Two-covariance PLDA with LDA / whitening / length-norm pre-processing.
 
@@ -151,7 +133,7 @@ class PLDA:
     # ------------------------------------------------------------------ training
     def fit(self, X, spk) -> "PLDA":
         """Train on X (n, d) embeddings with speaker labels spk (n,) (any hashable labels)."""
-        X = _as_matrix(X, "X")
+        X = as_matrix(X, "X")
         spk = np.asarray(spk)
         if spk.ndim != 1 or spk.shape[0] != X.shape[0]:
             raise ScoringInputError(f"spk: expected {X.shape[0]} labels (one per row of X), got shape {spk.shape}")
@@ -227,7 +209,7 @@ class PLDA:
     def transform(self, X, name: str = "X") -> np.ndarray:
         """Pre-process X (n, d_in) -> (n, dim): centre, LDA, whiten, length-normalise (as configured)."""
         self._check_fitted()
-        X = _as_matrix(X, name, self.mean_.shape[0])
+        X = as_matrix(X, name, self.mean_.shape[0])
         Y = (X - self.mean_) @ self.projection_
         return length_normalize(Y) if self.length_norm else Y
 
@@ -243,8 +225,8 @@ class PLDA:
     def _coords(self, X, name: str, transformed: bool, prepared: bool) -> np.ndarray:
         """Raw (n, d_in), transformed (n, dim) or prepared (n, dim) vectors -> (n, dim) coordinates z."""
         if prepared:
-            return _as_matrix(X, name, self.dim, keep_float32=True)
-        Y = _as_matrix(X, name, self.dim) if transformed else self.transform(X, name)
+            return as_matrix(X, name, self.dim, keep_float32=True)
+        Y = as_matrix(X, name, self.dim) if transformed else self.transform(X, name)
         return (Y - self.plda_mean_) @ self._basis
 
     # ------------------------------------------------------------------ scoring

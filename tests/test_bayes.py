@@ -14,14 +14,6 @@ from spkver.nn.bayes import (SAMPLING_MODES, BayesConv1d, BayesLinear, GaussianP
 Z = 5.0
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention on a shared machine."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
 
 def _gen(seed):
     return torch.Generator().manual_seed(seed)

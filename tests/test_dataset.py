@@ -18,15 +18,6 @@ from spkver.features import FeatureConfig, compute_features
 FEATS = FeatureConfig(num_mel_bins=20, num_ceps=13, vad=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, which only add synchronisation (badly so on a
-    busy machine): run this module's torch work on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tone_corpus(root, utts_per_speaker=(2, 3), seconds=0.6, sr=16000, seed=0):
     """Kaldi data dir of noisy tones, one base frequency per speaker, written into ``root``."""

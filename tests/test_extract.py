@@ -17,15 +17,6 @@ from spkver.nn.tdnn import build_model
 FEATS = FeatureConfig(num_mel_bins=24, num_ceps=20)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, which only add synchronisation (badly so on a
-    busy machine): run this module's torch work on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _checkpoint(path, name="xvector", **extra):
     torch.manual_seed(0)

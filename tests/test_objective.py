@@ -8,14 +8,6 @@ from spkver.nn import XVectorObjective, build_model
 TINY = dict(feat_dim=8, num_classes=4, channels=16, stats_channels=16, embed_dim=8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention on a shared machine."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
 
 def _task(seed=0, per_class=6, frames=24):
     """Four 'speakers', each a fixed random mean feature vector plus frame noise."""

@@ -14,14 +14,6 @@ MU, SIGMA, N = 2.0, 1.0, 20_000
 Z = 5.0  # z-test threshold: a false alarm has probability ~6e-7 per check
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention on a shared machine."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
 
 def _per_sample_grads(estimator: str, generator: torch.Generator, baseline=None):
     """Per-sample gradients of f(z) = z^2, z ~ N(MU, SIGMA^2), w.r.t. (mu, sigma): shape (N,) each."""

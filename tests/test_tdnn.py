@@ -12,14 +12,6 @@ from spkver.nn.tdnn import CONTEXT, LAYER_NAMES, MODELS, XVector, build_model
 SMALL = dict(feat_dim=6, num_classes=5, channels=16, stats_channels=24, embed_dim=8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention on a shared machine."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
 
 def _randomize_batchnorm(model, seed=0):
     """Non-trivial BatchNorm statistics and affine parameters, as after training."""

@@ -19,15 +19,6 @@ FEATS = FeatureConfig(num_mel_bins=24, num_ceps=20)
 TINY = {"channels": 32, "stats_channels": 64, "embed_dim": 16}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, which only add synchronisation (badly so on a
-    busy machine): run this module's torch work on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny_config(epochs=2, name="xvector", examples=384, batch=32, lr=0.01, **model):
     return TrainConfig(
