@@ -249,3 +249,33 @@ def test_total_kl_and_input_validation():
         make_prior("laplace")
     with pytest.raises(ValueError):
         GaussianPrior(0.0)
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_lrt_backward_equals_autograd_of_the_formula(kind):
+    """The hand-written lrt backward against autograd through mean + sqrt(var) * eps, 3-D linear input
+    included, and under bf16 autocast (gradients in the parameters' dtype, close to float32's)."""
+    layer = BayesLinear(4, 3, sampling="lrt", init_rho=-1.0) if kind == "linear" else \
+        BayesConv1d(3, 2, kernel_size=3, dilation=2, padding=1, sampling="lrt", init_rho=-1.0)
+    x = torch.randn((2, 5, 4) if kind == "linear" else (2, 3, 8), generator=_gen(18), requires_grad=True)
+    noise = layer.draw_noise(x)
+    params = [layer.weight_mu, layer.weight_rho, layer.bias_mu, layer.bias_rho, x]
+    weights = torch.randn(layer._output_shape(x), generator=_gen(19))
+
+    def reference():
+        mean = layer._affine(x, layer.weight_mu, layer.bias_mu)
+        var = layer._affine(x.square(), layer.weight_sigma.square(), layer.bias_sigma.square())
+        return mean + var.sqrt() * noise["out"]
+
+    expected = torch.autograd.grad((reference() * weights).sum(), params)
+    out = layer(x, noise)
+    assert torch.allclose(out, reference(), atol=1e-6)
+    got = torch.autograd.grad((out * weights).sum(), params)
+    for g, e in zip(got, expected):
+        assert torch.allclose(g, e, rtol=1e-4, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x, noise)
+    assert out.dtype == torch.bfloat16
+    got = torch.autograd.grad((out.float() * weights).sum(), params)
+    for g, e, p in zip(got, expected, params):
+        assert g.dtype == p.dtype and torch.allclose(g, e, rtol=0.05, atol=0.05 * e.abs().max().item())
