@@ -126,6 +126,24 @@ def test_configurations_load_and_pair_up(recipe):
     assert load_config(conf / "baseline.yaml").features == load_config(conf / "debug_baseline.yaml").features
 
 
+
+def test_so762_study_configurations_differ_from_proposed_in_one_setting():
+    from spkver.config import load_config
+
+    conf = RECIPES / "so762" / "conf"
+    main = load_config(conf / "proposed.yaml")
+    study = sorted((conf / "study").glob("*_proposed.yaml"))
+    assert len(study) >= 6
+    for path in study:
+        variant = load_config(path)
+        assert load_config(path.with_name(path.name.replace("_proposed", "_baseline"))) == \
+            load_config(conf / "baseline.yaml")
+        changed = {k for k, v in variant.model.kwargs.items() if main.model.kwargs.get(k) != v}
+        changed |= {"kl_weight"} if variant.kl_weight != main.kl_weight else set()
+        assert len(changed) == 1, f"{path.name}: {changed}"
+        assert (variant.features, variant.data, variant.optim, variant.epochs) == \
+            (main.features, main.data, main.optim, main.epochs)
+
 def test_options_are_checked(tmp_path):
     bad = _recipe("so762", ["--no-such-option", 1], tmp_path, expect_rc=1)
     assert "unknown option --no-such-option" in bad.stderr

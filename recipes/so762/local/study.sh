@@ -4,8 +4,9 @@
 #
 #   local/study.sh [--exp exp] [--study exp_study] [--seeds "0"] [--variants "kl1 kl1e-2 frame12 init mc10"]
 #
-# Variants: kl1, kl1e-2, frame12 = conf/study/<name>_proposed.yaml (KL weight 1 or 0.01; only frame_1..2
-# Bayesian); init = the default proposed configuration initialised from the baseline (--init-from-baseline);
+# Variants: any NAME with a conf/study/NAME_proposed.yaml (kl1, kl1e-2: KL weight 1 or 0.01; frame12: only
+# frame_1..2 Bayesian; seg1: seg_1 Bayesian too; lrt: local reparameterization; sigma3: init_rho -3);
+# init = the default proposed configuration initialised from the baseline (--init-from-baseline);
 # mc10 = the main run's proposed model with embeddings averaged over 10 posterior samples (--mc-samples 10).
 # Each variant's tables land in STUDY/<variant>/seedN/results.md; run from recipes/so762.
 set -euo pipefail
@@ -23,6 +24,10 @@ while [[ $# -gt 0 ]]; do
     *) echo "study.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift 2
+done
+for variant in $variants; do
+  [[ $variant == init || $variant == mc10 || -f conf/study/${variant}_proposed.yaml ]] || {
+    echo "study.sh: unknown variant $variant (no conf/study/${variant}_proposed.yaml; nor init or mc10)" >&2; exit 2; }
 done
 [[ -d $exp/.done ]] || { echo "study.sh: $exp is not a finished main run (no $exp/.done)" >&2; exit 2; }
 
@@ -44,10 +49,9 @@ for variant in $variants; do
   args=(--exp "$out" --stage 3)
   reuse=(baseline)
   case $variant in
-    kl1|kl1e-2|frame12) args+=(--conf "study/$variant") ;;
     init) args+=(--init-from-baseline true) ;;
     mc10) args+=(--stage 4 --mc-samples 10); reuse+=(proposed) ;;
-    *) echo "study.sh: unknown variant $variant" >&2; exit 2 ;;
+    *) args+=(--conf "study/$variant") ;;
   esac
   for seed in $seeds; do
     mkdir -p "$out/seed$seed/emb"
