@@ -277,15 +277,20 @@ def _add_train(sub) -> None:
     p.add_argument("--dev-data", type=_existing, help="data dir for a validation EER each epoch")
     p.add_argument("--dev-trials", type=_existing, help="trials for the validation EER")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the config's)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override a configuration setting, e.g. --set model.channels=256 --set kl_weight=0.01 "
+                        "(dotted key, YAML value; repeatable)")
     p.set_defaults(func=_cmd_train)
 
 
 def _cmd_train(args) -> None:
+    from spkver.config import load_config
     from spkver.train import train
 
     if (args.dev_data is None) != (args.dev_trials is None):
         raise CliError("--dev-data and --dev-trials go together")
-    ckpt = train(args.config, args.data, args.exp, init=args.init, resume=args.resume,
+    config = load_config(args.config, args.overrides) if args.overrides else args.config
+    ckpt = train(config, args.data, args.exp, init=args.init, resume=args.resume,
                  dev_data=args.dev_data, dev_trials=args.dev_trials, audio_root=args.audio_root,
                  skip_bad=args.skip_bad, device=args.device)
     if ckpt is not None:

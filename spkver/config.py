@@ -344,8 +344,36 @@ class TrainConfig:
         return dataclasses.replace(cfg, **sections) if sections else cfg
 
 
-def load_config(path: str | os.PathLike) -> TrainConfig:
-    """Read a YAML training configuration; errors name ``path``, the section and the key at fault."""
+def apply_overrides(config: dict, overrides) -> dict:
+    """``config`` (a mapping read from YAML) with each ``"a.b.c=value"`` of ``overrides`` set, the value read
+    as YAML (``3``, ``0.5``, ``true``, ``null``, ``[1, 2]``, a string); missing sections are created. The
+    input is not modified. Raises ``ValueError`` naming the override at fault."""
+    out = dict(config)
+    for item in overrides:
+        key, sep, text = str(item).partition("=")
+        parts = key.split(".")
+        if not sep or not key or any(not part for part in parts):
+            raise ValueError(f"override {item!r}: expected KEY=VALUE with a dotted KEY (e.g. model.channels=256)")
+        try:
+            value = yaml.safe_load(text) if text else ""
+        except yaml.YAMLError as err:
+            raise ValueError(f"override {item!r}: invalid YAML value ({err})") from None
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = {}
+            elif not isinstance(child, dict):
+                raise ValueError(f"override {item!r}: {'.'.join(parts[:i + 1])} is not a section")
+            node[part] = child = dict(child)
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | os.PathLike, overrides=()) -> TrainConfig:
+    """Read a YAML training configuration, with optional ``KEY=VALUE`` overrides (:func:`apply_overrides`)
+    applied before validation; errors name ``path``, the section and the key at fault."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such configuration file: {path}")
@@ -353,6 +381,16 @@ def load_config(path: str | os.PathLike) -> TrainConfig:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML ({err})") from None
+    overrides = list(overrides)
+    if overrides:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        try:
+            data = apply_overrides(data, overrides)
+        except ValueError as err:
+            raise ConfigError(f"{path}: {err}") from None
     return TrainConfig.from_dict(data, source=path)
 
 

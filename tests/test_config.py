@@ -91,3 +91,19 @@ def test_on_the_fly_path_follows_augmentation_and_precompute():
         DataConfig(augment={"noise_prob": 0.5})
     with pytest.raises(ConfigError, match="sample_rate"):  # always the features' rate
         DataConfig(augment={"musan": "m", "sample_rate": 8000})
+
+
+def test_overrides_set_nested_keys_and_are_validated(tmp_path):
+    path = _write(tmp_path / "c.yaml", "epochs: 3\nmodel:\n  name: xvector\n  channels: 64\n")
+    cfg = load_config(path, ["epochs=1", "model.channels=32", "model.bayes_layers=[frame_1]",
+                             "model.name=bayes_xvector", "optim.lr=0.5", "data.augment.kinds=[noise]",
+                             "data.augment.musan=/m"])
+    assert (cfg.epochs, cfg.optim.lr, cfg.model.name) == (1, 0.5, "bayes_xvector")
+    assert cfg.model.kwargs["channels"] == 32 and cfg.model.kwargs["bayes_layers"] == ["frame_1"]
+    assert cfg.data.augment["kinds"] == ["noise"]
+    assert load_config(path).epochs == 3  # the file is untouched
+    for bad, word in (("epochs", "KEY=VALUE"), ("model..channels=3", "dotted"), ("epochs.x=1", "not a section"),
+                      ("model.chanels=3", "chanels"), ("epochs=two", "epochs"), ("x=[1", "invalid YAML")):
+        with pytest.raises(ConfigError, match=word) as err:
+            load_config(path, [bad])
+        assert str(path) in str(err.value)

@@ -129,3 +129,19 @@ def test_on_the_fly_augmented_path_trains(corpus, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "exp" / "train.log.jsonl").read_text().splitlines()]
     assert final.is_file() and records[-1]["kind"] == "epoch" and np.isfinite(records[-1]["loss"])
     assert not (tmp_path / "exp" / "feats").exists()  # utt2dur gives the lengths: no feature cache, no scan
+
+
+def test_cli_train_applies_set_overrides(corpus, tmp_path):
+    from spkver.cli import main
+    from spkver.config import save_config
+
+    base = save_config(tiny_config(epochs=3), tmp_path / "base.yaml")
+    exp = tmp_path / "exp"
+    rc = main(["train", "--config", str(base), "--data", str(corpus / "train"), "--exp", str(exp),
+               "--set", "epochs=1", "--set", "data.examples_per_epoch=64", "--set", "model.embed_dim=8"])
+    assert rc in (0, None)
+    saved = load_config(exp / "config.yaml")
+    assert (saved.epochs, saved.data.examples_per_epoch, saved.model.kwargs["embed_dim"]) == (1, 64, 8)
+    assert load_model(exp / "final.pt")[0].embed_dim == 8
+    assert main(["train", "--config", str(base), "--data", str(corpus / "train"), "--exp", str(tmp_path / "e2"),
+                 "--set", "model.embed_dims=8"]) != 0

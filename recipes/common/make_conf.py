@@ -8,7 +8,8 @@ configuration (unknown keys and bad values are rejected, naming the file, sectio
 usage: python make_conf.py BASE.yaml OUT.yaml [KEY=VALUE ...]
 
 KEY is a dotted path (``seed``, ``data.cache_dir``, ``data.augment.musan``, ``model.channels``); VALUE is read
-as YAML (``3``, ``0.5``, ``true``, ``null``, ``[1, 2]``, a string).
+as YAML (``3``, ``0.5``, ``true``, ``null``, ``[1, 2]``, a string): ``spkver.config.apply_overrides``, the
+same rules as ``spkver train --set``.
 """
 
 from __future__ import annotations
@@ -19,30 +20,7 @@ from pathlib import Path
 
 import yaml
 
-
-def apply_overrides(config: dict, overrides: list[str]) -> dict:
-    """``config`` with each ``a.b.c=value`` set (intermediate mappings created); raises ``ValueError``."""
-    out = dict(config)
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key or any(not part for part in key.split(".")):
-            raise ValueError(f"override {item!r}: expected KEY=VALUE with a dotted KEY")
-        try:
-            value = yaml.safe_load(text) if text else ""
-        except yaml.YAMLError as err:
-            raise ValueError(f"override {item!r}: invalid YAML value ({err})") from None
-        node = out
-        parts = key.split(".")
-        for i, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = {}
-            elif not isinstance(child, dict):
-                raise ValueError(f"override {item!r}: {'.'.join(parts[:i + 1])} is not a section")
-            node[part] = child = dict(child)
-            node = child
-        node[parts[-1]] = value
-    return out
+from spkver.config import apply_overrides
 
 
 def main(argv: list[str]) -> int:
