@@ -244,6 +244,11 @@ class OptimConfig:
     ``constant``, ``cosine`` (half a cosine from ``lr`` down to ``min_lr`` at the last step; Loshchilov &
     Hutter 2017, without restarts) or ``step`` (``lr * gamma ** (epoch // step_epochs)``).
     ``grad_clip`` is the maximum global L2 norm of the gradients (null: no clipping).
+
+    Bayesian layers: the posterior's ``rho`` parameters (``sigma = softplus(rho)``) get no weight decay (their
+    regulariser is the KL term; decay would pull sigma towards softplus(0) = 0.69) and a learning rate of
+    ``lr * rho_lr_scale``: with Adam each step moves a parameter by about ``lr`` at most, so in a short run
+    sigma stays near its initial value unless its rate is raised.
     """
 
     name: Literal["sgd", "adam", "adamw"] = "adam"
@@ -258,10 +263,13 @@ class OptimConfig:
     step_epochs: int = 10
     gamma: float = 0.1
     grad_clip: Optional[float] = 5.0
+    rho_lr_scale: float = 1.0
 
     def __post_init__(self):
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
+        if self.rho_lr_scale <= 0:
+            raise ConfigError(f"rho_lr_scale must be positive, got {self.rho_lr_scale}")
         if self.weight_decay < 0 or self.warmup_steps < 0 or self.min_lr < 0:
             raise ConfigError("weight_decay, warmup_steps and min_lr must be >= 0")
         if self.step_epochs <= 0:

@@ -42,8 +42,14 @@ RESUMABLE_CHANGES = ("epochs", "device", "log_interval", "validate_every", "keep
 
 # ------------------------------------------------------------------------------------ optimiser, schedule
 def build_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
-    """The optimiser of an ``OptimConfig``."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    """The optimiser of an ``OptimConfig``: the Bayesian layers' ``rho`` parameters in a second group without
+    weight decay and with ``lr * rho_lr_scale`` (see ``OptimConfig``)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    rho = [p for n, p in named if n.rsplit(".", 1)[-1] in ("weight_rho", "bias_rho")]
+    rho_ids = {id(p) for p in rho}
+    params = [{"params": [p for _, p in named if id(p) not in rho_ids]}]
+    if rho:
+        params.append({"params": rho, "lr": cfg.lr * cfg.rho_lr_scale, "weight_decay": 0.0})
     if cfg.name == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                                weight_decay=cfg.weight_decay)

@@ -145,3 +145,20 @@ def test_cli_train_applies_set_overrides(corpus, tmp_path):
     assert load_model(exp / "final.pt")[0].embed_dim == 8
     assert main(["train", "--config", str(base), "--data", str(corpus / "train"), "--exp", str(tmp_path / "e2"),
                  "--set", "model.embed_dims=8"]) != 0
+
+
+def test_rho_parameters_get_their_own_rate_and_no_weight_decay():
+    from spkver.nn import build_model
+    from spkver.train import build_optimizer
+
+    cfg = OptimConfig(name="adamw", lr=0.01, weight_decay=0.1, rho_lr_scale=5.0)
+    bayes = build_model("bayes_xvector", feat_dim=8, num_classes=3, bayes_layers=["frame_1", "seg_1"], **TINY)
+    opt = build_optimizer(bayes, cfg)
+    main, rho = opt.param_groups
+    assert (main["lr"], main["weight_decay"], rho["lr"], rho["weight_decay"]) == (0.01, 0.1, 0.05, 0.0)
+    assert {id(p) for p in rho["params"]} == {id(m.weight_rho) for m in (bayes.frame_1, bayes.seg_1)} | \
+        {id(m.bias_rho) for m in (bayes.frame_1, bayes.seg_1)}
+    assert len(main["params"]) + len(rho["params"]) == len(list(bayes.parameters()))
+    assert len(build_optimizer(build_model("xvector", feat_dim=8, num_classes=3, **TINY), cfg).param_groups) == 1
+    with pytest.raises(ConfigError, match="rho_lr_scale"):
+        OptimConfig(rho_lr_scale=0.0)
