@@ -222,3 +222,31 @@ def test_aggregate_seeds(tmp_path):
     bad = _run([sys.executable, RECIPES / "so762" / "local" / "aggregate_seeds.py", "--exp", tmp_path,
                 "--seeds", "0", "2", "--p-target", "0.01", "--entry", "dev", "plda", "r.json"], tmp_path, 2)
     assert "seed2" in bad.stderr and "no such file" in bad.stderr
+
+
+def test_study_table(tmp_path):
+    def run_dir(root, seeds, offset):
+        for seed in seeds:
+            for name in ("dev", "dev_tel"):
+                for backend in ("cosine", "plda"):
+                    base = 10.0 + seed + (5 if name == "dev_tel" else 0)
+                    _eval_json(root / f"seed{seed}" / "results" / f"{name}_{backend}.json",
+                               {"baseline": base, "proposed": base - offset, "fusion": base - 2 * offset},
+                               {"baseline": 0.5, "proposed": 0.5 - offset / 10, "fusion": 0.4}, ci=False)
+
+    run_dir(tmp_path / "exp", (0, 1), 1.0)
+    run_dir(tmp_path / "study" / "good", (0, 1), 2.0)
+    run_dir(tmp_path / "study" / "half", (0,), 3.0)
+    script = RECIPES / "so762" / "local" / "study_table.py"
+    out = _run([sys.executable, script, "--exp", tmp_path / "exp", "--study", tmp_path / "study", "--seeds", "0", "1"],
+               tmp_path).stdout
+    eer = _tables(out)["EER (%), mean over seeds 0 1; cells: proposed / fusion with the main run's baseline"][1:]
+    assert eer[0] == ["baseline (main run)", "10.50", "10.50", "15.50", "15.50"]
+    assert eer[1] == ["main run: proposed / fusion", "9.50 / 8.50", "9.50 / 8.50", "14.50 / 13.50", "14.50 / 13.50"]
+    assert eer[2][0] == "good: proposed / fusion" and eer[2][4] == "13.50 / 11.50" and len(eer) == 3
+    assert "not finished for every seed (0 1): half" in out
+    one = _run([sys.executable, script, "--exp", tmp_path / "exp", "--study", tmp_path / "study", "--seeds", "0"],
+               tmp_path).stdout
+    assert "half: proposed / fusion | 7.00 / 4.00" in one
+    bad = _run([sys.executable, script, "--exp", tmp_path / "exp", "--seeds", "0", "5"], tmp_path, 2)
+    assert "not all finished" in bad.stderr

@@ -9,7 +9,8 @@
 # rholr10: 10x learning rate for rho; kl1_rholr10: both KL weight 1 and 10x rho rate);
 # init = the default proposed configuration initialised from the baseline (--init-from-baseline);
 # mc10 = the main run's proposed model with embeddings averaged over 10 posterior samples (--mc-samples 10).
-# Each variant's tables land in STUDY/<variant>/seedN/results.md; run from recipes/so762.
+# Each variant's tables land in STUDY/<variant>/seedN/results.md and, over the seeds, STUDY/<variant>/results.md;
+# local/study_table.py puts all variants side by side. Run from recipes/so762.
 set -euo pipefail
 
 exp=exp
@@ -64,5 +65,5 @@ for variant in $variants; do
     for marker in $(seed_markers "$exp" "$seed" baseline extract); do touch "$out/.done/$marker"; done
   done
   echo "=== variant $variant: ./run.sh ${args[*]} --seeds \"$seeds\""
-  ./run.sh "${args[@]}" --seeds "$seeds" --stop-stage 6
+  ./run.sh "${args[@]}" --seeds "$seeds" --stop-stage 7
 done
