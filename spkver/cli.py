@@ -203,11 +203,14 @@ def _add_prepare(sub) -> None:
     vox = corpus.add_parser("voxceleb", help="VoxCeleb1 (and VoxCeleb2 converted to WAV)")
     vox.add_argument("--root", type=_existing, required=True)
     vox.add_argument("--out", type=Path, required=True)
+    vox.add_argument("--subsets", nargs="+", choices=("dev", "test", "vox2_dev", "vox2_test"),
+                     default=["dev", "test"], help="which parts to prepare (default: VoxCeleb1 dev and test)")
     vox.set_defaults(func=_cmd_prepare_voxceleb)
     sre = corpus.add_parser("sre", help="NIST SRE10-style SPHERE data with a trial key")
     sre.add_argument("--root", type=_existing, required=True)
     sre.add_argument("--key", type=_existing, required=True)
     sre.add_argument("--out", type=Path, required=True)
+    sre.add_argument("--train", type=_existing, help="enrollment list (default: ROOT/train.trn)")
     sre.set_defaults(func=_cmd_prepare_sre)
     chan = corpus.add_parser("channel", help="pass a data dir through a simulated channel (out-of-domain sets)")
     chan.add_argument("--data", type=_existing, required=True)
@@ -215,19 +218,24 @@ def _add_prepare(sub) -> None:
     chan.add_argument("--channel", default="telephone", help="telephone (default) or telephone8k")
     chan.add_argument("--audio-root", type=_existing, help="resolve relative wav.scp paths against this folder")
     chan.set_defaults(func=_cmd_prepare_channel)
+    comb = corpus.add_parser("combine", help="merge Kaldi data dirs into one, with absolute wav.scp paths")
+    comb.add_argument("--out", type=Path, required=True)
+    comb.add_argument("sources", type=_existing, nargs="+", help="data dirs (one: a copy)")
+    comb.add_argument("--audio-root", type=_existing, help="resolve relative wav.scp paths against this folder")
+    comb.set_defaults(func=_cmd_prepare_combine)
 
 
 def _cmd_prepare_voxceleb(args) -> None:
     from spkver.data.voxceleb import prepare_voxceleb
 
-    result = prepare_voxceleb(args.root, args.out)
+    result = prepare_voxceleb(args.root, args.out, subsets=tuple(args.subsets))
     print(f"prepared VoxCeleb in {args.out}: {result}")
 
 
 def _cmd_prepare_sre(args) -> None:
     from spkver.data.sre import prepare_sre
 
-    result = prepare_sre(args.root, args.key, args.out)
+    result = prepare_sre(args.root, args.key, args.out, train=args.train)
     print(f"prepared SRE data in {args.out}: {result}")
 
 
@@ -237,6 +245,13 @@ def _cmd_prepare_channel(args) -> None:
     result = simulate_channel(args.data, args.out, channel=args.channel, audio_root=args.audio_root,
                               progress=True)
     print(f"wrote {len(result)} utterances through the {args.channel} channel to {args.out}")
+
+
+def _cmd_prepare_combine(args) -> None:
+    from spkver.data.kaldi import combine_data_dirs
+
+    merged = combine_data_dirs(args.out, args.sources, audio_root=args.audio_root)
+    print(f"wrote {len(merged)} utterances from {len(args.sources)} data dir(s) to {args.out}")
 
 
 # ----------------------------------------------------------------------------------------------- table

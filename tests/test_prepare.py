@@ -151,3 +151,21 @@ def test_sre_missing_inputs(tmp_path):
         prepare_sre(tmp_path / "nope", tmp_path / "key", tmp_path / "out")
     with pytest.raises(FileNotFoundError, match="train list .*train.trn: no such file"):
         prepare_sre(tmp_path, tmp_path / "key", tmp_path / "out")
+
+
+def test_cli_prepare_subsets_and_enrollment_list(sre_tree, tmp_path):
+    from spkver.cli import main
+
+    _vox_tree(tmp_path / "vox" / "vox2_dev_wav" / "dev" / "aac", ["id00012"])
+    assert main(["prepare", "voxceleb", "--root", str(tmp_path / "vox"), "--out", str(tmp_path / "v"),
+                 "--subsets", "vox2_dev"]) in (0, None)
+    assert sorted(p.name for p in (tmp_path / "v").iterdir()) == ["vox2_dev"]
+    root, key, _ = sre_tree
+    trn = tmp_path / "core.trn"
+    trn.write_text("m100 f conv1:A\n")
+    assert main(["prepare", "sre", "--root", str(root), "--key", str(key), "--out", str(tmp_path / "s"),
+                 "--train", str(trn)]) != 0  # m200 of the key has no enrollment in core.trn
+    trn.write_text("m100 f conv1:A\nm200 m conv2:b\n")
+    assert main(["prepare", "sre", "--root", str(root), "--key", str(key), "--out", str(tmp_path / "s"),
+                 "--train", str(trn)]) in (0, None)
+    assert DataDir.load(tmp_path / "s" / "enroll").utts == ["m100-conv1-a", "m200-conv2-b"]

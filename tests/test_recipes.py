@@ -180,16 +180,18 @@ def _data_dir(path: Path, utts: dict[str, str]) -> Path:
     return path
 
 
-def test_data_dir_combine(tmp_path):
+def test_prepare_combine(tmp_path, capsys):
+    from spkver.cli import main
+
     a = _data_dir(tmp_path / "corpus" / "a", {"s1-u1": "s1", "s1-u2": "s1"})
     b = _data_dir(tmp_path / "corpus" / "b", {"s1-u3": "s1", "s2-u1": "s2"})
-    script = RECIPES / "common" / "data_dir.py"
-    _run([sys.executable, script, "combine", tmp_path / "out", a, b], tmp_path)
+    assert main(["prepare", "combine", "--out", str(tmp_path / "out"), str(a), str(b)]) in (0, None)
     wav = dict(line.split() for line in (tmp_path / "out" / "wav.scp").read_text().splitlines())
     assert wav == {u: str(tmp_path / "corpus" / "audio" / f"{u}.wav") for u in ("s1-u1", "s1-u2", "s1-u3", "s2-u1")}
     assert (tmp_path / "out" / "spk2utt").read_text() == "s1 s1-u1 s1-u2 s1-u3\ns2 s2-u1\n"
-    bad = _run([sys.executable, script, "combine", tmp_path / "out2", a, a], tmp_path, 2)
-    assert "'s1-u1' is also in" in bad.stderr
+    assert main(["prepare", "combine", "--out", str(tmp_path / "out2"), str(a), str(a)]) != 0
+    assert "'s1-u1' is also in" in capsys.readouterr().err
+    assert not (tmp_path / "out2").exists()
 
 
 def _eval_json(path: Path, eer: dict, dcf: dict, ci: bool) -> None:

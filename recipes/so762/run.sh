@@ -71,10 +71,10 @@ if stage_on 1; then
   log "stage 1: data preparation"
   [[ -n $root ]] || die "stage 1 needs --root (the so762 folder)"
   [[ -f $root/dev/trials ]] || die "$root/dev/trials: no such file (see the layout at the top of $0)"
-  submit prepare_train "$exp/log/prepare_train.log" python "$common_dir/data_dir.py" combine "$data/train" "$root/train"
+  submit prepare_train "$exp/log/prepare_train.log" spkver prepare combine --out "$data/train" "$root/train"
   submit prepare_dev "$exp/log/prepare_dev.log" \
-    bash -c 'python "$1" combine "$2" "$3" && cp "$3/trials" "$2/.trials.tmp" && mv "$2/.trials.tmp" "$2/trials"' \
-    _ "$common_dir/data_dir.py" "$data/dev" "$root/dev"
+    bash -c 'spkver prepare combine --out "$1" "$2" && cp "$2/trials" "$1/.trials.tmp" && mv "$1/.trials.tmp" "$1/trials"' \
+    _ "$data/dev" "$root/dev"
   wait_jobs
   submit prepare_dev_tel "$exp/log/prepare_dev_tel.log" \
     spkver prepare channel --data "$data/dev" --out "$data/dev_tel" --channel telephone

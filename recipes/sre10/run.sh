@@ -77,17 +77,13 @@ conf_overrides=()
 if stage_on 1; then
   log "stage 1: data preparation"
   [[ -n $root && -n $key && -n $train_data ]] || die "stage 1 needs --root, --key and --train-data"
-  if [[ -z $trn ]]; then
-    submit prepare_sre10 "$exp/log/prepare_sre10.log" spkver prepare sre --root "$root" --key "$key" --out "$data/sre10"
-  else
-    submit prepare_sre10 "$exp/log/prepare_sre10.log" \
-      python "$common_dir/data_dir.py" sre "$root" "$key" "$data/sre10" --train "$trn"
-  fi
+  submit prepare_sre10 "$exp/log/prepare_sre10.log" \
+    spkver prepare sre --root "$root" --key "$key" --out "$data/sre10" ${trn:+--train "$trn"}
   read -ra train_sources <<<"$train_data"
-  submit prepare_train "$exp/log/prepare_train.log" python "$common_dir/data_dir.py" combine "$data/train" "${train_sources[@]}"
+  submit prepare_train "$exp/log/prepare_train.log" spkver prepare combine --out "$data/train" "${train_sources[@]}"
   if [[ -n $vox_root ]]; then
     submit prepare_voxceleb "$exp/log/prepare_voxceleb.log" \
-      python "$common_dir/data_dir.py" voxceleb "$vox_root" "$data/voxceleb" test
+      spkver prepare voxceleb --root "$vox_root" --out "$data/voxceleb" --subsets test
   fi
   wait_jobs
   if [[ -n $vox_root && ! -f $data/voxceleb/trials/veri_test2 ]]; then

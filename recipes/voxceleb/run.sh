@@ -79,7 +79,7 @@ if stage_on 1; then
   [[ -n $root ]] || die "stage 1 needs --root (the VoxCeleb folder)"
   submit prepare_voxceleb "$exp/log/prepare_voxceleb.log" spkver prepare voxceleb --root "$root" --out "$data"
   if [[ $vox2 == true ]]; then
-    submit prepare_vox2 "$exp/log/prepare_vox2.log" python "$common_dir/data_dir.py" voxceleb "$root" "$data" vox2_dev
+    submit prepare_vox2 "$exp/log/prepare_vox2.log" spkver prepare voxceleb --root "$root" --out "$data" --subsets vox2_dev
   fi
   if [[ -n $sre_root ]]; then
     submit prepare_sre10 "$exp/log/prepare_sre10.log" \
@@ -88,7 +88,7 @@ if stage_on 1; then
   wait_jobs
   train_sources=("$data/vox1_dev")
   [[ $vox2 == false ]] || train_sources+=("$data/vox2_dev")
-  submit prepare_train "$exp/log/prepare_train.log" python "$common_dir/data_dir.py" combine "$data/train" "${train_sources[@]}"
+  submit prepare_train "$exp/log/prepare_train.log" spkver prepare combine --out "$data/train" "${train_sources[@]}"
   wait_jobs
   [[ -f $data/trials/veri_test2 ]] || die "$root has no veri_test2.txt (VoxCeleb1-O cleaned): see the layout above"
 fi

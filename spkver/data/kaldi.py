@@ -364,6 +364,49 @@ class DataDir:
         return path
 
 
+def combine_data_dirs(out: str | os.PathLike, sources, audio_root: str | os.PathLike | None = None) -> DataDir:
+    """Write the union of the Kaldi data dirs ``sources`` to ``out`` (Kaldi's ``utils/combine_data.sh``) with
+    absolute ``wav.scp`` paths, so that ``out`` works wherever it lives; one source makes a copy.
+
+    Relative paths resolve as in :meth:`DataDir.load` (``audio_root``, else the data dir, else its parent).
+    Recording and utterance ids must be unique across the sources (a speaker may appear in several, with one
+    gender); ``utt2dur`` and ``spk2gender`` are kept only when they cover everything. Raises
+    :class:`DataDirError` naming the sources at fault. Returns the combined ``DataDir``.
+    """
+    sources = [Path(p).resolve() for p in sources]
+    if not sources:
+        raise ValueError("combine_data_dirs: no source data dirs")
+    merged = DataDir()
+    reco_from: dict[str, Path] = {}
+    utt_from: dict[str, Path] = {}
+    root = None if audio_root is None else Path(audio_root).resolve()
+    for src in sources:
+        d = DataDir.load(src, audio_root=root)
+        for reco in d.wav_scp:
+            if reco in reco_from:
+                raise DataDirError(f"{src / 'wav.scp'}: id {reco!r} is also in {reco_from[reco] / 'wav.scp'}")
+            reco_from[reco] = src
+            merged.wav_scp[reco] = d.resolve(reco)
+        for utt in d.utt2spk:
+            if utt in utt_from:
+                raise DataDirError(f"{src / 'utt2spk'}: utterance {utt!r} is also in {utt_from[utt] / 'utt2spk'}")
+            utt_from[utt] = src
+        for spk, gender in d.spk2gender.items():
+            if merged.spk2gender.get(spk, gender) != gender:
+                raise DataDirError(f"{src / 'spk2gender'}: speaker {spk!r} has another gender in an earlier source")
+        for name in ("utt2spk", "segments", "utt2dur", "spk2gender", "reco2channel"):
+            getattr(merged, name).update(getattr(d, name))
+    if len(merged.utt2dur) != len(merged.utt2spk):
+        merged.utt2dur = {}
+    if merged.spk2gender and not set(merged.utt2spk.values()) <= set(merged.spk2gender):
+        merged.spk2gender = {}
+    for name in ("wav_scp", "utt2spk", "segments", "utt2dur", "spk2gender", "reco2channel"):
+        table = getattr(merged, name)
+        setattr(merged, name, {k: table[k] for k in c_sorted(table)})
+    merged.save(out)
+    return merged
+
+
 def _fmt(x: float) -> str:
     """Shortest round-trip text for a time in seconds (``2.5``, ``-1``)."""
     return repr(float(x)).removesuffix(".0") if float(x).is_integer() else repr(float(x))

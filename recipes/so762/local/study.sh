@@ -5,7 +5,7 @@
 #   local/study.sh [--exp exp] [--study exp_study] [--seeds "0"] [--variants "kl1 kl1e-2 frame12 init mc10"]
 #
 # Variants: any NAME with a conf/study/NAME_proposed.yaml (kl1, kl1e-2: KL weight 1 or 0.01; frame12: only
-# frame_1..2 Bayesian; seg1: seg_1 Bayesian too; lrt: local reparameterization; sigma3: init_rho -3;
+# frame_1..2 Bayesian; seg1: seg_1 Bayesian too; lrt: local reparameterization; sigma3, sigma4: init_rho -3, -4;
 # rholr10: 10x learning rate for rho; kl1_rholr10: both KL weight 1 and 10x rho rate);
 # init = the default proposed configuration initialised from the baseline (--init-from-baseline);
 # mc10 = the main run's proposed model with embeddings averaged over 10 posterior samples (--mc-samples 10).
