@@ -140,6 +140,7 @@ def test_so762_study_configurations_differ_from_proposed_only_in_bayesian_settin
         assert load_config(path.with_name(path.name.replace("_proposed", "_baseline"))) == \
             load_config(conf / "baseline.yaml")
         changed = {k for k, v in variant.model.kwargs.items() if main.model.kwargs.get(k) != v}
+        changed |= {"model"} if variant.model.name != main.model.name else set()
         changed |= {"kl_weight"} if variant.kl_weight != main.kl_weight else set()
         changed |= {"rho_lr_scale"} if variant.optim.rho_lr_scale != main.optim.rho_lr_scale else set()
         assert 1 <= len(changed) <= 2, f"{path.name}: {changed}"

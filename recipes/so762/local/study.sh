@@ -7,7 +7,9 @@
 # Variants: any NAME with a conf/study/NAME_proposed.yaml (kl1, kl1e-2: KL weight 1 or 0.01; frame12: only
 # frame_1..2 Bayesian; seg1: seg_1 Bayesian too; lrt: local reparameterization; sigma3, sigma4: init_rho -3, -4;
 # rholr10: 10x learning rate for rho; kl1_rholr10: both KL weight 1 and 10x rho rate);
-# init = the default proposed configuration initialised from the baseline (--init-from-baseline);
+# init = the default proposed configuration initialised from the baseline (--init-from-baseline); init_NAME =
+# conf/study/NAME_proposed.yaml initialised from the baseline (init_none: the baseline trained on for as many
+# epochs again with no Bayesian layer, the control for init);
 # mc10 = the main run's proposed model with embeddings averaged over 10 posterior samples (--mc-samples 10).
 # Each variant's tables land in STUDY/<variant>/seedN/results.md and, over the seeds, STUDY/<variant>/results.md;
 # local/study_table.py puts all variants side by side. Run from recipes/so762.
@@ -28,8 +30,9 @@ while [[ $# -gt 0 ]]; do
   shift 2
 done
 for variant in $variants; do
-  [[ $variant == init || $variant == mc10 || -f conf/study/${variant}_proposed.yaml ]] || {
-    echo "study.sh: unknown variant $variant (no conf/study/${variant}_proposed.yaml; nor init or mc10)" >&2; exit 2; }
+  [[ $variant == init || $variant == mc10 || -f conf/study/${variant#init_}_proposed.yaml ]] || {
+    echo "study.sh: unknown variant $variant (no conf/study/${variant#init_}_proposed.yaml; nor init or mc10)" >&2
+    exit 2; }
 done
 [[ -d $exp/.done ]] || { echo "study.sh: $exp is not a finished main run (no $exp/.done)" >&2; exit 2; }
 
@@ -52,6 +55,7 @@ for variant in $variants; do
   reuse=(baseline)
   case $variant in
     init) args+=(--init-from-baseline true) ;;
+    init_*) args+=(--conf "study/${variant#init_}" --init-from-baseline true) ;;
     mc10) args+=(--stage 4 --mc-samples 10); reuse+=(proposed) ;;
     *) args+=(--conf "study/$variant") ;;
   esac
