@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -107,6 +110,21 @@ def test_so762_recipe_seeds_and_telephone_channel(tmp_path):
     assert all(r[2] == "3" and "[" in r[3] for r in per_seed)  # bootstrap intervals present
     tel = (tmp_path / "data" / "dev_tel" / "wav.scp").read_text().split()
     assert tel[1].startswith("wav/") and tel[1].endswith(".wav")
+    # the fusion control on two seeds (seed 4: seed 3's scores with noise added)
+    control = ["bash", RECIPES / "so762" / "local" / "fusion_control.sh"]
+    assert "at least two seeds" in _run(control + ["--seeds", "3"], tmp_path, 2).stderr
+    assert "seed9" in _run(control + ["--seeds", "3 9"], tmp_path, 2).stderr
+    rng = np.random.default_rng(0)
+    for src in (tmp_path / "exp" / "seed3" / "scores").rglob("*.txt"):
+        dst = tmp_path / "exp" / "seed4" / src.relative_to(tmp_path / "exp" / "seed3")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        lines = [line.split() for line in src.read_text().splitlines()]
+        dst.write_text("".join(f"{a} {b} {float(x) + rng.normal():.6f}\n" for a, b, x in lines))
+    shutil.copytree(tmp_path / "exp" / "seed3" / "results", tmp_path / "exp" / "seed4" / "results")
+    rows = [r for r in _tables(_run(control + ["--seeds", "3 4"], tmp_path).stdout).values()][0]
+    assert [(r[0], r[1]) for r in rows] == [("in-domain", "cosine"), ("in-domain", "plda"),
+                                                ("telephone", "cosine"), ("telephone", "plda")]
+    assert all(re.match(r"^\d+\.\d{2} / \d\.\d{4}$", c) for r in rows for c in r[2:])
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -253,3 +271,24 @@ def test_study_table(tmp_path):
     assert "half: proposed / fusion | 7.00 / 4.00" in one
     bad = _run([sys.executable, script, "--exp", tmp_path / "exp", "--seeds", "0", "5"], tmp_path, 2)
     assert "not all finished" in bad.stderr
+
+
+def test_posterior_stats(tmp_path):
+    from spkver.checkpoint import save_checkpoint
+    from spkver.features import FeatureConfig
+    from spkver.nn import build_model
+
+    def checkpoint(path, name, **kw):
+        kwargs = {"feat_dim": 30, "num_classes": 5, "channels": 16, "stats_channels": 32, "embed_dim": 8, **kw}
+        return save_checkpoint(path, model=build_model(name, **kwargs), model_name=name, model_kwargs=kwargs,
+                               features=FeatureConfig().to_dict(), speakers=[f"s{i}" for i in range(5)])
+
+    script = RECIPES / "so762" / "local" / "posterior_stats.py"
+    bayes = checkpoint(tmp_path / "b.pt", "bayes_xvector", bayes_layers=["frame_1", "seg_1"], init_rho=-3.0)
+    out = _run([sys.executable, script, bayes], tmp_path).stdout
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| frame") or line.startswith("| seg")]
+    assert [r[0].strip() for r in rows] == ["frame_1", "seg_1"]
+    assert all(float(r[1]) == pytest.approx(math.log1p(math.exp(-3.0)), abs=1e-4) for r in rows)  # sigma at init
+    bad = _run([sys.executable, script, checkpoint(tmp_path / "x.pt", "xvector")], tmp_path, 2)
+    assert "no Bayesian layers" in bad.stderr
+    assert "no such" in _run([sys.executable, script, tmp_path / "nope.pt"], tmp_path, 2).stderr.lower()
