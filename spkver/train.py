@@ -135,6 +135,10 @@ def _restore(state: dict, model, optimizer, scheduler, scaler, speakers: list[st
     if state["speakers"] != speakers:
         raise ConfigError(f"{state['path']}: checkpoint speakers differ from the training data's")
     model.load_state_dict(state["model_state"])
+    saved_groups, groups = len(state["optimizer"]["param_groups"]), len(optimizer.param_groups)
+    if saved_groups != groups:  # e.g. a Bayesian run saved before rho had its own parameter group
+        raise ConfigError(f"{state['path']}: the checkpoint's optimiser has {saved_groups} parameter group(s), "
+                          f"this version builds {groups}: this run cannot be resumed, start a new one")
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and "scaler" in state:

@@ -92,6 +92,15 @@ def test_resume_continues_exactly(corpus, tmp_path):
     opt_a = load_checkpoint(tmp_path / "a" / "checkpoints" / "epoch_002.pt")["optimizer"]["state"]
     opt_b = load_checkpoint(tmp_path / "b" / "checkpoints" / "epoch_002.pt")["optimizer"]["state"]
     assert all(torch.equal(opt_a[k]["exp_avg"], opt_b[k]["exp_avg"]) for k in opt_a)
+    # a checkpoint whose optimiser has another number of parameter groups (an older version) is refused
+    cfg.epochs = 3
+    path = tmp_path / "b" / "checkpoints" / "epoch_002.pt"
+    state = torch.load(path, weights_only=False)
+    state["optimizer"]["param_groups"] = state["optimizer"]["param_groups"][:1]
+    torch.save(state, path)
+    (tmp_path / "b" / "final.pt").unlink()
+    with pytest.raises(ConfigError, match="parameter group"):
+        train(cfg, corpus / "train", tmp_path / "b", progress=False, resume=True)
 
 
 def test_existing_experiment_is_protected(corpus, baseline, tmp_path):
