@@ -211,6 +211,13 @@ def test_prepare_combine(tmp_path, capsys):
     assert main(["prepare", "combine", "--out", str(tmp_path / "out2"), str(a), str(a)]) != 0
     assert "'s1-u1' is also in" in capsys.readouterr().err
     assert not (tmp_path / "out2").exists()
+    with pytest.raises(SystemExit) as exit_:
+        main(["prepare", "combine", "--out", str(tmp_path / "out3"), str(a), str(tmp_path / "nope")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "no such file or directory" in err and "nope" in err
+    from spkver.data.kaldi import combine_data_dirs
+    with pytest.raises(ValueError, match="no source"):
+        combine_data_dirs(tmp_path / "out4", [])
 
 
 def _eval_json(path: Path, eer: dict, dcf: dict, ci: bool) -> None:
