@@ -3,7 +3,8 @@
 
 Each cell draws ``--samples`` single-sample estimates; the table prints the mean (all estimators are
 unbiased, so the means agree up to Monte Carlo error) and the variance ratio REINFORCE / reparam.
-Run: ``python benchmarks/bench_estimators.py [--samples 200000] [--threads 2]``.
+Run: ``python benchmarks/bench_estimators.py [--samples 200000] [--threads 2] [--quick]``; ``--quick`` draws
+5000 estimates per cell on one thread (a smoke run; the ratios are then rough).
 """
 
 from __future__ import annotations
@@ -38,10 +39,16 @@ def per_sample_grads(f, mu: float, sigma: float, n: int, estimator: str, generat
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--samples", type=int, default=200_000)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--samples", type=int, default=None, help="default 200,000 (5,000 with --quick)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads (default 2; 1 with --quick)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="few samples per cell (a smoke run)")
     args = parser.parse_args(argv)
+    if args.threads is None:
+        args.threads = 1 if args.quick else 2
+    if args.samples is None:
+        args.samples = 5_000 if args.quick else 200_000
     if args.samples < 100 or args.threads < 1:
         parser.error("need --samples >= 100 and --threads >= 1")
     torch.set_num_threads(args.threads)

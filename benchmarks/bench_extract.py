@@ -9,6 +9,8 @@
 
 Run: ``python benchmarks/bench_extract.py [--device cuda] [--speakers 10] [--amp bf16]``. ``--device cuda``
 runs both networks under bfloat16 autocast; ``--amp bf16`` does so on CPU too (CPUs with AVX512-BF16/AMX).
+``--quick``: 2 speakers with utterances of 1-2 s, features in the main process, one torch thread, one timed pass
+(a smoke run).
 """
 
 from __future__ import annotations
@@ -42,19 +44,31 @@ def _time_batches(fn, batches, device, repeats: int) -> float:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--speakers", type=int, default=10, help="generated speakers (6 utterances of 3-8 s each)")
-    parser.add_argument("--num-workers", type=int, default=None, help="feature worker processes (default: extract's)")
+    parser.add_argument("--speakers", type=int, default=None,
+                        help="generated speakers (6 utterances of 3-8 s each; default 10, 2 with --quick)")
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="feature worker processes (default: extract's; 0 with --quick)")
     parser.add_argument("--batch-frames", type=int, default=10000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=None, help="default 3 (1 with --quick)")
     parser.add_argument("--amp", choices=("none", "bf16"), default=None,
                         help="autocast both networks (default: bf16 on CUDA, none on CPU)")
+    parser.add_argument("--quick", action="store_true", help="a tiny corpus of short utterances (a smoke run)")
     args = parser.parse_args(argv)
+    if args.speakers is None:
+        args.speakers = 2 if args.quick else 10
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 3
+    if args.num_workers is None and args.quick:
+        args.num_workers = 0
+    min_seconds, max_seconds = (1.0, 2.0) if args.quick else (3.0, 8.0)
+    if args.quick:
+        torch.set_num_threads(1)
 
     from speechbrain.lobes.models.Xvector import Xvector
 
     from spkver.checkpoint import save_checkpoint
-    from spkver.data.dataset import utterance_features
-    from spkver.data.synthetic import make_corpus
+    from spkver.data.examples import utterance_features
+    from spkver.data.synthetic.corpus import make_corpus
     from spkver.extract import Embedder, extract, plan_batches
     from spkver.features import FeatureConfig
     from spkver.nn.tdnn import build_model
@@ -66,7 +80,7 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data = make_corpus(tmp / "data", n_speakers=args.speakers, sessions_per_speaker=2, utts_per_session=3,
-                           min_seconds=3.0, max_seconds=8.0, seed=0)
+                           min_seconds=min_seconds, max_seconds=max_seconds, seed=0)
         torch.manual_seed(0)
         kwargs = {"feat_dim": feats_cfg.dim, "num_classes": 1000}
         model = build_model("xvector", **kwargs)

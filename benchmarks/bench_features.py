@@ -4,7 +4,9 @@ Measures spkver.features.compute_features with the VoxCeleb preset (30-dim Kaldi
 VAD) and the fbank80 preset, one utterance at a time on CPU. Peer, same run: SpeechBrain's
 ``speechbrain.lobes.features.MFCC`` / ``Fbank`` at the same sizes (its raw features only: no CMN, no VAD).
 
-    python benchmarks/bench_features.py [--utts 40] [--seconds 10] [--threads 2]
+``--quick``: 3 utterances of 2 s on one thread (a smoke run).
+
+    python benchmarks/bench_features.py [--utts 40] [--seconds 10] [--threads 2] [--quick]
 """
 
 from __future__ import annotations
@@ -37,12 +39,16 @@ def _rtf(fn, waves, seconds: float) -> float:
     return len(waves) * seconds / (time.perf_counter() - start)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--utts", type=int, default=40)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
+    parser.add_argument("--utts", type=int, default=None, help="default 40 (3 with --quick)")
+    parser.add_argument("--seconds", type=float, default=None, help="default 10 (2 with --quick)")
+    parser.add_argument("--threads", type=int, default=None, help="default 2 (1 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="a few short utterances (a smoke run)")
+    args = parser.parse_args(argv)
+    for name, full, quick in (("utts", 40, 3), ("seconds", 10.0, 2.0), ("threads", 2, 1)):
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
     torch.set_num_threads(args.threads)
 
     from spkver.features import FeatureConfig, compute_features

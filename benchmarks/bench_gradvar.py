@@ -7,7 +7,8 @@ levels off at a floor that no batch size removes (``a + b/B``: the per-example p
 the shared-sample part does not); local reparameterization (Kingma et al. 2015) and Flipout (Wen et
 al. 2018) draw per-example noise, so it falls like 1/B (the ``var*B`` column stays flat).
 
-Run: ``python benchmarks/bench_gradvar.py [--threads 2] [--draws 200]``.
+Run: ``python benchmarks/bench_gradvar.py [--threads 2] [--draws 200] [--quick]``; ``--quick`` uses batch sizes
+16 and 256 with 50 draws on one thread (a smoke run; the ratios are then rough).
 """
 
 from __future__ import annotations
@@ -38,14 +39,23 @@ def noise_variance(mode: str, batch: int, draws: int, in_features: int, out_feat
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--draws", type=int, default=200)
-    parser.add_argument("--batches", type=int, nargs="*", default=[1, 4, 16, 64, 256, 1024])
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads (default 2; 1 with --quick)")
+    parser.add_argument("--draws", type=int, default=None, help="default 200 (50 with --quick)")
+    parser.add_argument("--batches", type=int, nargs="*", default=None,
+                        help="default 1 4 16 64 256 1024 (16 256 with --quick)")
     parser.add_argument("--in-features", type=int, default=64)
     parser.add_argument("--out-features", type=int, default=32)
     parser.add_argument("--init-rho", type=float, default=-2.0, help="sigma = softplus(rho)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="two batch sizes, few draws (a smoke run)")
     args = parser.parse_args(argv)
+    if args.threads is None:
+        args.threads = 1 if args.quick else 2
+    if args.draws is None:
+        args.draws = 50 if args.quick else 200
+    if not args.batches:
+        args.batches = [16, 256] if args.quick else [1, 4, 16, 64, 256, 1024]
     if args.draws < 2 or min(args.batches) < 1 or args.threads < 1:
         parser.error("need --draws >= 2, batch sizes >= 1, --threads >= 1")
     torch.set_num_threads(args.threads)

@@ -2,15 +2,16 @@
 
 On a generated corpus, with the default data settings (2-4 s chunks, batches of 64):
 
-- loaded, cached path: chunks cut from the precomputed feature cache (``spkver.data.dataset``), plus the
+- loaded, cached path: chunks cut from the precomputed feature cache (``spkver.data.examples``), plus the
   one-off cost of building the cache;
 - loaded, on-the-fly path: audio read, augmented (generated noise and room impulse responses standing in for
   MUSAN / RIRS) and featurised in ``--num-workers`` DataLoader workers;
 - consumed: one optimisation step (forward, backward, Adam) of the default x-vector on ``--device``
   (bfloat16 autocast on CUDA).
 
-A loader/consumer ratio above 1 means the loader does not starve training. Run:
-``python benchmarks/bench_loader.py [--device cuda] [--batches 10]``.
+A loader/consumer ratio above 1 means the loader does not starve training. ``--quick``: 4 speakers, 2 batches
+of 4 chunks of 1-2 s, loading in the main process, one torch thread (a smoke run). Run:
+``python benchmarks/bench_loader.py [--device cuda] [--batches 10] [--quick]``.
 """
 
 from __future__ import annotations
@@ -52,14 +53,21 @@ def _fake_musan_and_rir(root: Path, sr: int = 16000) -> tuple[Path, Path]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--speakers", type=int, default=20)
-    parser.add_argument("--batches", type=int, default=8, help="batches timed per measurement")
-    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--speakers", type=int, default=None, help="default 20 (4 with --quick)")
+    parser.add_argument("--batches", type=int, default=None,
+                        help="batches timed per measurement (default 8, 2 with --quick)")
+    parser.add_argument("--num-workers", type=int, default=None, help="default 2 (0 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="a tiny corpus and small batches (a smoke run)")
     args = parser.parse_args(argv)
+    for name, full, quick in (("speakers", 20, 4), ("batches", 8, 2), ("num_workers", 2, 0)):
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
+    if args.quick:
+        torch.set_num_threads(1)
 
     from spkver.config import DataConfig
-    from spkver.data.dataset import training_set
-    from spkver.data.synthetic import make_corpus
+    from spkver.data.examples import training_set
+    from spkver.data.synthetic.corpus import make_corpus
     from spkver.features import FeatureConfig
     from spkver.nn.tdnn import build_model
 
@@ -70,7 +78,8 @@ def main(argv=None) -> None:
         data = make_corpus(tmp / "data", n_speakers=args.speakers, sessions_per_speaker=2, utts_per_session=3,
                            min_seconds=3.0, max_seconds=8.0, seed=0)
         audio_s = sum(data.utt2dur.values())
-        cfg = DataConfig(num_workers=args.num_workers)
+        quick = {"batch_size": 4, "chunk_min_seconds": 1.0, "chunk_max_seconds": 2.0} if args.quick else {}
+        cfg = DataConfig(num_workers=args.num_workers, **quick)
         cfg = dataclasses.replace(cfg, examples_per_epoch=cfg.batch_size * args.batches)
         print(f"corpus: {len(data)} utterances, {audio_s:.1f} s; batch {cfg.batch_size}, chunks "
               f"{cfg.chunk_min_seconds}-{cfg.chunk_max_seconds} s; {args.num_workers} workers; device {device}")

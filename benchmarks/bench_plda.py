@@ -4,14 +4,17 @@ Data are drawn from a known PLDA model (x = y_s + e, y_s ~ N(mu, S_b), e ~ N(0, 
 spectrum, S_w anisotropic), by default 100k training vectors of dimension 512 from 5k speakers (10 to 30
 utterances each). Held-out speakers give an all-pairs trial matrix (one enrollment vector per speaker against
 every test vector). Both systems train on the same vectors and score the same trials; printed: training and
-scoring time, EER (scoring.metrics.eer, ROCCH) and the ratios SpeechBrain / spkver.
+scoring time, EER (scoring.metrics.eer, the crossing EER) and the ratios SpeechBrain / spkver.
 
 SpeechBrain is used as in its VoxCeleb PLDA recipe: raw vectors in a StatObject_SB, PLDA(rank_f, nb_iter)
 trained by `.plda()`, trials scored by `fast_PLDA_scoring`. Its E-step keeps a (n_speakers, rank_f, rank_f)
 array, so rank_f defaults to 100 (its own default); `--sb-utts` runs it on a smaller common subset when
 the full size is too slow or too large, in which case both systems are rerun on that subset.
 
-Run: python benchmarks/bench_plda.py [--n-utts 100000 --n-spk 5000 --dim 512 --sb-utts N --no-speechbrain]
+``--quick`` (a smoke run of a few seconds): 3k vectors of dimension 32 from 300 speakers, 300 held-out
+speakers, 3 EM iterations, SpeechBrain rank 16.
+
+Run: python benchmarks/bench_plda.py [--n-utts 100000 --n-spk 5000 --dim 512 --sb-utts N --no-speechbrain --quick]
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ def draw(rng, counts, mu, between, within):
     return X.astype(np.float32), spk
 
 
-def make_data(n_utts: int, n_spk: int, dim: int, seed: int):
+def make_data(n_utts: int, n_spk: int, dim: int, seed: int, n_held: int = 1000):
     rng = np.random.default_rng(seed)
     mu, between, within = make_model(rng, dim)
     base = n_utts // n_spk
@@ -54,7 +57,7 @@ def make_data(n_utts: int, n_spk: int, dim: int, seed: int):
     counts = np.full(n_spk, base) + np.concatenate([half, -half, np.zeros(n_spk % 2, dtype=int)])
     counts[: n_utts - counts.sum()] += 1
     X, spk = draw(rng, rng.permutation(counts), mu, between, within)
-    held, held_spk = draw(rng, np.full(1000, 4), mu, between, within)
+    held, held_spk = draw(rng, np.full(n_held, 4), mu, between, within)
     first = np.arange(0, len(held), 4)
     enroll, enroll_spk = held[first], held_spk[first]
     rest = np.setdiff1d(np.arange(len(held)), first)
@@ -106,22 +109,32 @@ def report(name, fit_s, score_s, S, enroll_spk, test_spk):
     return fit_s, score_s, value
 
 
-def main() -> None:
+QUICK = {"n_utts": 3_000, "n_spk": 300, "dim": 32, "n_iter": 3, "sb_rank": 16, "n_held": 300}
+FULL = {"n_utts": 100_000, "n_spk": 5_000, "dim": 512, "n_iter": 10, "sb_rank": 100, "n_held": 1000}
+
+
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n-utts", type=int, default=100_000)
-    parser.add_argument("--n-spk", type=int, default=5_000)
-    parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--n-iter", type=int, default=10)
-    parser.add_argument("--sb-rank", type=int, default=100, help="SpeechBrain rank_f (its default: 100)")
+    parser.add_argument("--n-utts", type=int, default=None, help=f"default {FULL['n_utts']}")
+    parser.add_argument("--n-spk", type=int, default=None, help=f"default {FULL['n_spk']}")
+    parser.add_argument("--dim", type=int, default=None, help=f"default {FULL['dim']}")
+    parser.add_argument("--n-iter", type=int, default=None, help=f"default {FULL['n_iter']}")
+    parser.add_argument("--sb-rank", type=int, default=None, help="SpeechBrain rank_f (default: its own, 100)")
     parser.add_argument("--sb-utts", type=int, default=None,
                         help="train SpeechBrain (and spkver again) on this many vectors of the first speakers")
     parser.add_argument("--no-speechbrain", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    for name in ("n_utts", "n_spk", "dim", "n_iter", "sb_rank"):
+        if getattr(args, name) is None:
+            setattr(args, name, sizes[name])
     if args.n_spk < 2 or args.n_utts < 2 * args.n_spk or args.dim < 2:
         parser.error("need --n-spk >= 2, --n-utts >= 2 * --n-spk and --dim >= 2")
 
-    X, spk, enroll, enroll_spk, test, test_spk = make_data(args.n_utts, args.n_spk, args.dim, args.seed)
+    X, spk, enroll, enroll_spk, test, test_spk = make_data(args.n_utts, args.n_spk, args.dim, args.seed,
+                                                            sizes["n_held"])
     print(f"train {X.shape[0]} x {X.shape[1]} from {args.n_spk} speakers; trials {len(enroll)} x {len(test)} "
           f"({len(test)} target); {args.n_iter} EM iterations")
     ours = report("spkver PLDA", *run_spkver(X, spk, enroll, test, args.n_iter), enroll_spk, test_spk)

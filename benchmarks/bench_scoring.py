@@ -13,7 +13,10 @@ Prints seconds for cosine and PLDA scoring against a 2 s target each, and for PL
 - multi-enrollment: a per-trial `PLDA.score_multi` call for one model and one test vector (measured on 1k
   trials, extrapolated).
 
-    python benchmarks/bench_scoring.py [--trials 1000000] [--ids 5000] [--dim 512] [--no-plda]
+``--quick``: 2k trials between 100 x 100 ids of dimension 32, PLDA fitted on 1k vectors of 200 speakers,
+multi-enrollment 2k trials of 30 models, per-trial peers on 500 / 200 trials (a smoke run: a few seconds).
+
+    python benchmarks/bench_scoring.py [--trials 1000000] [--ids 5000] [--dim 512] [--no-plda] [--quick]
 """
 
 from __future__ import annotations
@@ -90,11 +93,17 @@ def report_peer(name: str, peer_secs: float, n_peer: int, n_total: int, secs: fl
           f"{peer_secs / secs:.1f}x; max |diff| = {diff:.2e}")
 
 
-def bench_plda(trials: Trials, enroll: Embeddings, test: Embeddings, dim: int) -> None:
+FULL = {"fit_spk": 2000, "fit_per_spk": 10, "peer_cosine": 100_000, "peer_plda": 10_000, "models": 1000,
+        "multi_trials": 100_000, "peer_multi": 1_000}
+QUICK = {"fit_spk": 200, "fit_per_spk": 5, "peer_cosine": 500, "peer_plda": 500, "models": 30,
+         "multi_trials": 2_000, "peer_multi": 200}
+
+
+def bench_plda(trials: Trials, enroll: Embeddings, test: Embeddings, dim: int, sizes: dict) -> None:
     from scoring.plda import PLDA
 
     rng = np.random.default_rng(1)
-    n_spk, per_spk = 2000, 10
+    n_spk, per_spk = sizes["fit_spk"], sizes["fit_per_spk"]
     spk = np.repeat(np.arange(n_spk), per_spk)
     X = rng.standard_normal((n_spk, dim))[spk] + rng.standard_normal((n_spk * per_spk, dim))
     fit_secs, plda = timed(PLDA(n_iter=3).fit, X, spk)
@@ -102,7 +111,7 @@ def bench_plda(trials: Trials, enroll: Embeddings, test: Embeddings, dim: int) -
 
     secs, scores = timed(score_trials, plda, trials, enroll, test)
     print(f"PLDA score_trials: {secs:.3f} s (target < {TARGET_S} s; float32 GEMM on prepared coordinates)")
-    n_peer = min(len(trials), 10_000)
+    n_peer = min(len(trials), sizes["peer_plda"])
     sub = Trials(trials.enroll[:n_peer], trials.test[:n_peer])
     peer_secs, peer = timed(naive_plda, plda, sub, enroll, test)
     report_peer("per-trial PLDA.score loop", peer_secs, n_peer, len(trials), secs,
@@ -113,28 +122,34 @@ def bench_plda(trials: Trials, enroll: Embeddings, test: Embeddings, dim: int) -
           f"{np.max(np.abs(ref - scores)):.2e} (scores span {ref.min():.1f} .. {ref.max():.1f})")
     del S, ref
 
-    n_models, per_model, n_multi = 1000, 3, 100_000
+    n_models, per_model, n_multi = sizes["models"], 3, sizes["multi_trials"]
     if n_models * per_model > len(enroll) or n_multi > n_models * len(test):
-        print("PLDA multi-enrollment: skipped (needs --ids >= 3000)")
+        print(f"PLDA multi-enrollment: skipped (needs --ids >= {n_models * per_model})")
         return
     multi, enroll_map = make_multi(enroll, test, n_models, per_model, n_multi)
     secs, scores = timed(score_trials, plda, multi, enroll, test, enroll_map=enroll_map, multi="plda")
     print(f"PLDA multi-enrollment score_trials (multi='plda', {n_multi} trials, {n_models} models x "
           f"{per_model} utterances, {len(test)} test ids): {secs:.3f} s (target < {TARGET_S} s)")
-    n_peer = 1_000
+    n_peer = sizes["peer_multi"]
     sub = Trials(multi.enroll[:n_peer], multi.test[:n_peer])
     peer_secs, peer = timed(naive_plda, plda, sub, enroll, test, enroll_map)
     report_peer("per-trial PLDA.score_multi loop", peer_secs, n_peer, n_multi, secs,
                 float(np.max(np.abs(peer - scores[:n_peer]))))
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=1_000_000)
-    parser.add_argument("--ids", type=int, default=5000)
-    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--trials", type=int, default=None, help="default 1,000,000 (2,000 with --quick)")
+    parser.add_argument("--ids", type=int, default=None, help="default 5000 (100 with --quick)")
+    parser.add_argument("--dim", type=int, default=None, help="default 512 (32 with --quick)")
     parser.add_argument("--no-plda", action="store_true", help="time cosine scoring only")
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
+    args = parser.parse_args(argv)
+    defaults = (2_000, 100, 32) if args.quick else (1_000_000, 5000, 512)
+    for name, value in zip(("trials", "ids", "dim"), defaults):
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    sizes = QUICK if args.quick else FULL
     if args.trials > args.ids * args.ids:
         parser.error("--trials must not exceed ids^2 (trials are distinct pairs)")
     trials, enroll, test = make_data(args.trials, args.ids, args.dim)
@@ -142,13 +157,13 @@ def main() -> None:
 
     secs, scores = timed(score_trials, CosineScorer(), trials, enroll, test)
     print(f"cosine score_trials: {secs:.3f} s (target < {TARGET_S} s)")
-    n_peer = min(len(trials), 100_000)
+    n_peer = min(len(trials), sizes["peer_cosine"])
     sub = Trials(trials.enroll[:n_peer], trials.test[:n_peer])
     peer_secs, peer = timed(naive_cosine, sub, enroll, test)
     report_peer("naive per-trial cosine loop", peer_secs, n_peer, len(trials), secs,
                 float(np.max(np.abs(peer - scores[:n_peer]))))
     if not args.no_plda:
-        bench_plda(trials, enroll, test, args.dim)
+        bench_plda(trials, enroll, test, args.dim, sizes)
 
 
 if __name__ == "__main__":

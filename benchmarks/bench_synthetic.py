@@ -1,4 +1,4 @@
-"""Benchmark of the built-in synthetic corpus (spkver.data.synthetic): generation speed and difficulty.
+"""Benchmark of the built-in synthetic corpus (spkver.data.synthetic.corpus): generation speed and difficulty.
 
 Part 1, speed: generates the corpora of ``spkver demo`` (by default 200 training speakers and 40 evaluation
 speakers, 3 sessions x 3 utterances of 2-4 s each, wideband, plus the 40 evaluation speakers again through the
@@ -10,14 +10,17 @@ frames of 30 MFCCs (spkver.features: Kaldi MFCC and energy VAD, no CMN), scored 
 - ``cosine``: cosine similarity after standardising each dimension with the training set's mean and std;
 - ``LDA``: LDA trained on the training speakers (scoring.lda), length normalisation, cosine.
 Trials: every cross-session target pair of the evaluation speakers and 20 non-targets per target, the same
-list for the wideband and telephone versions. Printed: EER (ROCCH, scoring.metrics.eer) per system and
+list for the wideband and telephone versions. Printed: EER (crossing, scoring.metrics.eer) per system and
 domain. The corpus is meant to land in 10-35 % EER in-domain with the telephone domain harder.
 
 Peer (optional, ``--real DIR``): the same embedding and back-end on real speech, a Kaldi data dir with a
 ``trials`` file, e.g. ``../shared/data/so762/dev`` (single-session read speech), trained on its sibling
 ``train`` dir; printed beside the synthetic figures.
 
-Run: python benchmarks/bench_synthetic.py [--train-speakers 200 --eval-speakers 40 --out DIR --real DIR]
+``--quick``: 30 training and 12 evaluation speakers, 2 sessions x 2 utterances of 1-2 s each (a smoke run of a
+few seconds; the EERs are then rough).
+
+Run: python benchmarks/bench_synthetic.py [--train-speakers 200 --eval-speakers 40 --out DIR --real DIR --quick]
 """
 
 from __future__ import annotations
@@ -34,17 +37,18 @@ from scoring.io import read_trials
 from scoring.lda import ClassStats, lda_projection, length_normalize
 from scoring.metrics import eer
 from spkver.data.kaldi import DataDir
-from spkver.data.synthetic import make_corpus, make_trials
+from spkver.data.synthetic.corpus import make_corpus, make_trials
 from spkver.features import FeatureConfig, compute_features
 
 FEATURES = FeatureConfig(cmn_window=0)  # raw MFCC + VAD: the mean carries the spectral envelope
 
 
-def generate(root: Path, n_train: int, n_eval: int, seed: int) -> dict[str, DataDir]:
-    """Part 1: generate the demo corpora, print the time and real-time factor of each and in total."""
-    jobs = {"train": dict(n_speakers=n_train, speaker_offset=0, domain="wide"),
-            "eval_wide": dict(n_speakers=n_eval, speaker_offset=5000, domain="wide"),
-            "eval_tel": dict(n_speakers=n_eval, speaker_offset=5000, domain="tel")}
+def generate(root: Path, n_train: int, n_eval: int, seed: int, **corpus) -> dict[str, DataDir]:
+    """Part 1: generate the demo corpora (``corpus``: more `make_corpus` arguments), print the time and real-time
+    factor of each and in total."""
+    jobs = {"train": dict(n_speakers=n_train, speaker_offset=0, domain="wide", **corpus),
+            "eval_wide": dict(n_speakers=n_eval, speaker_offset=5000, domain="wide", **corpus),
+            "eval_tel": dict(n_speakers=n_eval, speaker_offset=5000, domain="tel", **corpus)}
     data, audio_total, cpu_total, wall_total = {}, 0.0, 0.0, 0.0
     print("part 1: generation speed (one process)")
     for name, kw in jobs.items():
@@ -136,15 +140,19 @@ def real_eers(dev: Path) -> dict[str, float]:
     return trial_eers(backends, ids, X, read_trials(dev / "trials"))
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--train-speakers", type=int, default=200)
-    parser.add_argument("--eval-speakers", type=int, default=40)
+    parser.add_argument("--train-speakers", type=int, default=None, help="default 200 (30 with --quick)")
+    parser.add_argument("--eval-speakers", type=int, default=None, help="default 40 (12 with --quick)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="keep the corpora here (default: a temp dir)")
     parser.add_argument("--real", type=Path, default=None,
                         help="real Kaldi data dir with a trials file and a sibling train dir (peer figures)")
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="a few speakers (a smoke run)")
+    args = parser.parse_args(argv)
+    for name, full, quick in (("train_speakers", 200, 30), ("eval_speakers", 40, 12)):
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
     if args.train_speakers < 2 or args.eval_speakers < 2:
         parser.error("--train-speakers and --eval-speakers must be >= 2")
     if args.real is not None and not (args.real / "trials").is_file():
@@ -152,7 +160,10 @@ def main() -> None:
     torch.set_num_threads(1)  # one utterance at a time: threads only add contention on a shared machine
     with tempfile.TemporaryDirectory() as tmp:
         root = args.out if args.out is not None else Path(tmp)
-        data = generate(root, args.train_speakers, args.eval_speakers, args.seed)
+        corpus = {}
+        if args.quick:
+            corpus = dict(sessions_per_speaker=2, utts_per_session=2, min_seconds=1.0, max_seconds=2.0)
+        data = generate(root, args.train_speakers, args.eval_speakers, args.seed, **corpus)
         difficulty(data, args.seed, args.real)
 
 

@@ -7,7 +7,8 @@ embedding of a batch (peer: ``Xvector.forward``; ours: ``XVector.extract``, Batc
 
 Targets: baseline / peer <= 1.05; bbb / baseline <= 1.5; lrt, flipout / baseline <= 2.5; peer /
 ours >= 1.5 for extraction. Run: ``python benchmarks/bench_train_step.py [--threads 2] [--device cuda --bf16]``;
-on a busy machine ``--threads 1 --clock cpu`` gives steadier figures.
+on a busy machine ``--threads 1 --clock cpu`` gives steadier figures. ``--quick``: batch 4 x 50 frames, 50
+speakers, one thread, one warm-up and two runs per system, extraction of one 50-frame utterance (a smoke run).
 """
 
 from __future__ import annotations
@@ -108,22 +109,37 @@ def _extract_calls(args, device) -> dict:
     return calls
 
 
+FULL = {"batch": 64, "frames": 200, "classes": 1211, "repeats": 5, "warmup": 2, "extract_batches": [1, 16],
+        "extract_frames": 300}
+QUICK = {"batch": 4, "frames": 50, "classes": 50, "repeats": 2, "warmup": 1, "extract_batches": [1],
+         "extract_frames": 50}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads (default 2; 1 with --quick)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--frames", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=None, help="default 64 (4 with --quick)")
+    parser.add_argument("--frames", type=int, default=None, help="default 200 (50 with --quick)")
     parser.add_argument("--feat-dim", type=int, default=30)
-    parser.add_argument("--classes", type=int, default=1211)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--extract-batches", type=int, nargs="*", default=[1, 16])
-    parser.add_argument("--extract-frames", type=int, default=300)
+    parser.add_argument("--classes", type=int, default=None, help="default 1211 (50 with --quick)")
+    parser.add_argument("--repeats", type=int, default=None, help="default 5 (2 with --quick)")
+    parser.add_argument("--warmup", type=int, default=None, help="default 2 (1 with --quick)")
+    parser.add_argument("--extract-batches", type=int, nargs="*", default=None,
+                        help="default 1 16 (1 with --quick)")
+    parser.add_argument("--extract-frames", type=int, default=None, help="default 300 (50 with --quick)")
     parser.add_argument("--clock", choices=sorted(_CLOCK), default="wall",
                         help="wall time, or process CPU time (with --threads 1: robust to other load)")
+    parser.add_argument("--quick", action="store_true", help="tiny batches, few runs (a smoke run)")
     args = parser.parse_args(argv)
+    if args.threads is None:
+        args.threads = 1 if args.quick else 2
+    sizes = QUICK if args.quick else FULL
+    for name, value in sizes.items():
+        if getattr(args, name) in (None, []):
+            setattr(args, name, value)
     global _clock
     _clock = _CLOCK[args.clock]
     if args.threads < 1 or args.batch < 2 or args.frames < 15 or args.repeats < 1:

@@ -18,7 +18,7 @@ import warnings
 import kaldiio
 import numpy as np
 
-from scoring.io import ScoringInputError, atomic_write, check_ids
+from scoring._base import ScoringInputError, atomic_write, check_ids
 
 __all__ = ["Embeddings", "read_embeddings", "write_embeddings"]
 

@@ -46,7 +46,10 @@ class LinearFusion:
     >>> rng = np.random.default_rng(0)
     >>> y = np.repeat([1, 0], 200)
     >>> S = np.stack([2 * y + rng.normal(size=400), y + rng.normal(size=400)], axis=1)
-    >>> LinearFusion().fit(S, y).predict(S).shape
+    >>> fusion = LinearFusion().fit(S, y)
+    >>> fusion.weights.round(1).tolist(), round(fusion.offset, 1)  # exact LLR here: 2 s1 + s2 - 2.5
+    ([1.9, 0.7], -2.2)
+    >>> fusion.predict(S).shape
     (400,)
     """
 

@@ -7,8 +7,8 @@ Trial lists (`read_trials` detects the format from the lines):
 Score files: ``enroll test score`` lines.
 
 Embeddings (``.npz`` with arrays ``ids`` and ``embeddings``, or Kaldi ``.ark``/``.scp``) are read and written
-by `scoring.embio`; its `Embeddings`, `read_embeddings` and `write_embeddings` are re-exported here, loaded
-on first use (PEP 562 module ``__getattr__``) because `scoring.embio` itself builds on this module.
+by `scoring.embio`; the error type, atomic writes and the table reader come from `scoring._base`. The public
+names of both are re-exported here, so this module is the one place to import the back-end's file I/O from.
 
 Every bad input raises `ScoringInputError` naming the file and line (or the id) at fault. Ids are
 whitespace-free tokens, as in Kaldi tables.
@@ -16,99 +16,24 @@ whitespace-free tokens, as in Kaldi tables.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
-from typing import Iterator
 
 import numpy as np
+
+from scoring._base import (ScoringInputError, atomic_write, atomic_write_text, check_ids, read_fields,
+                           read_table, table_rows)
+from scoring.embio import Embeddings, read_embeddings, write_embeddings
 
 _VOX_LABELS = {"1": 1, "0": 0}
 _KALDI_LABELS = {"target": 1, "nontarget": 0}
 _FORMATS = ("voxceleb", "kaldi", "unlabelled")
-_EMBEDDING_NAMES = ("Embeddings", "read_embeddings", "write_embeddings")  # defined in scoring.embio
 
 __all__ = [
-    "ScoringInputError", "atomic_write", "check_ids", "Trials", "check_labels", "read_trials", "write_trials",
-    "read_scores", "write_scores", "align_scores", "read_utt2spk", "read_spk2utt", "as_matrix", *_EMBEDDING_NAMES,
+    "ScoringInputError", "atomic_write", "atomic_write_text", "read_fields", "read_table", "table_rows",
+    "check_ids", "Trials", "check_labels", "read_trials", "write_trials", "read_scores", "write_scores",
+    "align_scores", "read_utt2spk", "read_spk2utt", "as_matrix", "Embeddings", "read_embeddings",
+    "write_embeddings",
 ]
-
-
-def __getattr__(name: str):
-    """Resolve the embedding names re-exported from `scoring.embio` (imported on first use, then cached)."""
-    if name in _EMBEDDING_NAMES:
-        from scoring import embio
-
-        value = globals()[name] = getattr(embio, name)
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EMBEDDING_NAMES))
-
-
-class ScoringInputError(ValueError):
-    """Bad input to the scoring back-end; the message names the file and line, or the id, at fault."""
-
-
-# ---------------------------------------------------------------------------------------------- writing
-@contextlib.contextmanager
-def atomic_write(path) -> Iterator[str]:
-    """Yield a temporary path next to `path`; on success it replaces `path` (os.replace), else is removed.
-
-    >>> import tempfile, pathlib
-    >>> out = pathlib.Path(tempfile.mkdtemp()) / "x.txt"
-    >>> with atomic_write(out) as tmp:
-    ...     _ = open(tmp, "w").write("ok")
-    >>> out.read_text()
-    'ok'
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _write_lines(path, lines: Iterator[str]) -> None:
-    with atomic_write(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.writelines(lines)
-
-
-def _read_lines(path) -> Iterator[tuple[int, list[str]]]:
-    """Yield (line number from 1, fields) for the non-blank lines of a text file."""
-    path = os.fspath(path)
-    try:
-        fh = open(path, encoding="utf-8")
-    except OSError as err:
-        raise ScoringInputError(f"{path}: cannot open ({err.strerror})") from None
-    with fh:
-        try:
-            for number, line in enumerate(fh, start=1):
-                fields = line.split()
-                if fields:
-                    yield number, fields
-        except UnicodeDecodeError as err:
-            raise ScoringInputError(f"{path}: not UTF-8 text ({err})") from None
-
-
-def check_ids(ids: np.ndarray, what: str) -> None:
-    """Raise ScoringInputError (naming `what`, e.g. the file) unless every id in ids (n,) str is a non-empty
-    token without whitespace (a Kaldi table key)."""
-    for value in ids:
-        if not value or len(value.split()) != 1:
-            raise ScoringInputError(f"{what}: id {value!r} is empty or contains whitespace")
 
 
 # ---------------------------------------------------------------------------------------------- trials
@@ -201,7 +126,7 @@ def read_trials(path) -> Trials:
     fmt: set[str] = set(_FORMATS)
     fmt_line = 0
     seen: dict[tuple[str, str], int] = {}
-    for number, fields in _read_lines(path):
+    for number, _, fields in read_fields(path):
         kinds = _trial_line_format(fields)
         if not kinds:
             if len(fields) not in (2, 3):
@@ -250,7 +175,7 @@ def write_trials(path, trials: Trials, fmt: str = "kaldi") -> None:
         lines = (f"{y} {e} {t}\n" for e, t, y in rows)
     else:
         lines = (f"{e} {t}\n" for e, t, _ in rows)
-    _write_lines(path, lines)
+    atomic_write_text(path, lines)
 
 
 # ---------------------------------------------------------------------------------------------- scores
@@ -263,7 +188,7 @@ def read_scores(path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     path = os.fspath(path)
     enroll, test, scores = [], [], []
     seen: dict[tuple[str, str], int] = {}
-    for number, fields in _read_lines(path):
+    for number, _, fields in read_fields(path):
         if len(fields) != 3:
             raise ScoringInputError(f"{path}:{number}: expected 'enroll test score', got {len(fields)} fields")
         try:
@@ -296,7 +221,7 @@ def write_scores(path, trials: Trials, scores) -> None:
     check_ids(trials.enroll, path)
     check_ids(trials.test, path)
     rows = zip(trials.enroll.tolist(), trials.test.tolist(), scores.tolist())
-    _write_lines(path, (f"{e} {t} {s:.10g}\n" for e, t, s in rows))
+    atomic_write_text(path, (f"{e} {t} {s:.10g}\n" for e, t, s in rows))
 
 
 def align_scores(trials: Trials, path) -> np.ndarray:
@@ -321,18 +246,7 @@ def align_scores(trials: Trials, path) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- speakers
 def read_utt2spk(path) -> dict[str, str]:
     """Read `utt spk` lines -> {utt: spk}; errors name the line (field count, repeated utterance)."""
-    path = os.fspath(path)
-    out: dict[str, str] = {}
-    lines: dict[str, int] = {}
-    for number, fields in _read_lines(path):
-        if len(fields) != 2:
-            raise ScoringInputError(f"{path}:{number}: expected 'utt spk', got {len(fields)} fields")
-        if fields[0] in out:
-            raise ScoringInputError(f"{path}:{number}: utterance {fields[0]} repeated (first on line "
-                                    f"{lines[fields[0]]})")
-        out[fields[0]] = fields[1]
-        lines[fields[0]] = number
-    return out
+    return read_table(path)
 
 
 def read_spk2utt(path) -> dict[str, list[str]]:
@@ -341,16 +255,12 @@ def read_spk2utt(path) -> dict[str, list[str]]:
     path = os.fspath(path)
     out: dict[str, list[str]] = {}
     owner: dict[str, int] = {}
-    for number, fields in _read_lines(path):
-        if len(fields) < 2:
-            raise ScoringInputError(f"{path}:{number}: speaker {fields[0]} has no utterances")
-        if fields[0] in out:
-            raise ScoringInputError(f"{path}:{number}: speaker {fields[0]} repeated")
-        for utt in fields[1:]:
+    for number, spk, utts in table_rows(path, max_fields=None):
+        for utt in utts:
             if utt in owner:
                 raise ScoringInputError(f"{path}:{number}: utterance {utt} listed twice (also line {owner[utt]})")
             owner[utt] = number
-        out[fields[0]] = fields[1:]
+        out[spk] = utts
     return out
 
 

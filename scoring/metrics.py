@@ -27,7 +27,7 @@ from sklearn.isotonic import isotonic_regression
 
 from scoring.io import ScoringInputError
 
-__all__ = ["eer", "eer_interp", "min_dcf", "act_dcf", "cllr", "min_cllr", "det_curve", "bootstrap_ci",
+__all__ = ["eer", "eer_rocch", "min_dcf", "act_dcf", "cllr", "min_cllr", "det_curve", "bootstrap_ci",
            "BootstrapCI"]
 
 
@@ -138,7 +138,7 @@ def _pav(c: _Counts) -> np.ndarray:
     return isotonic_regression(c.n_tar / w, sample_weight=w, increasing=True)
 
 
-def _eer_counts(c: _Counts) -> float:
+def _eer_rocch_counts(c: _Counts) -> float:
     posterior = _pav(c)
     boundaries = np.flatnonzero(np.diff(posterior) != 0) + 1  # run boundaries between PAV blocks
     idx = np.concatenate([[0], boundaries, [c.values.size]])
@@ -146,7 +146,7 @@ def _eer_counts(c: _Counts) -> float:
     return _crossing(pmiss[idx], pfa[idx])
 
 
-def _eer_interp_counts(c: _Counts) -> float:
+def _eer_counts(c: _Counts) -> float:
     return _crossing(*_rates(c))
 
 
@@ -176,31 +176,36 @@ def _min_cllr_counts(c: _Counts) -> float:
 
 # ------------------------------------------------------------------------------------------ public metrics
 def eer(tar, non) -> float:
+    """Equal error rate (fraction) where the empirical miss and false-alarm rates cross: the EER of the field.
+
+    The empirical operating points (one per distinct score, plus accept-all and reject-all) are joined by
+    straight lines in (P_fa, P_miss) space and EER is the crossing with P_miss = P_fa, i.e. linear
+    interpolation between the two operating points around the crossing. Kaldi (``compute-eer``), SpeechBrain
+    (``EER``), WeSpeaker and scikit-learn's ``roc_curve`` pick one of those two points instead of interpolating,
+    so on continuous scores they differ from this value by at most one step (``max(1/n_tar, 1/n_non)``; half a
+    step for untied scores). Perfectly inverted scores give 1. Tied scores share one threshold.
+
+    tar: (n_tar,) target scores; non: (n_non,) non-target scores.
+
+    >>> eer([2.0, 3.0, 0.5], [0.0, 1.0, -1.0])   # one target below one non-target: 1/3 of each kind in error
+    0.3333333333333333
+    """
+    return _eer_counts(_counts(_as_scores(tar, "tar"), _as_scores(non, "non")))
+
+
+def eer_rocch(tar, non) -> float:
     """Equal error rate (fraction) on the ROC convex hull (ROCCH), as BOSARIS ``rocch2eer`` defines it.
 
     The ROCCH is obtained by PAV (pool adjacent violators) on the scores sorted ascending with ideal posteriors
     1 (target) / 0 (non-target), tied scores pooled into one block; its vertices are the operating points between
     PAV blocks. EER is where the hull (straight lines between vertices) crosses P_miss = P_fa. Any point of
     the hull is attainable by randomising between two thresholds, so this EER is at most 0.5 (a system with
-    inverted scores gets 0.5, not 1) and is <= ``eer_interp``. Brümmer & de Villiers, arXiv:1304.2865.
+    inverted scores gets 0.5, not 1) and is <= ``eer``. Brümmer & de Villiers, arXiv:1304.2865. Reported beside
+    ``eer`` as ``eer_rocch`` in every result row; it is not the number other toolkits print.
 
     tar: (n_tar,) target scores; non: (n_non,) non-target scores.
     """
-    return _eer_counts(_counts(_as_scores(tar, "tar"), _as_scores(non, "non")))
-
-
-def eer_interp(tar, non) -> float:
-    """Equal error rate (fraction) where the empirical miss and false-alarm curves cross.
-
-    The empirical operating points (one per distinct score, plus accept-all and reject-all) are joined by
-    straight lines in (P_fa, P_miss) space and EER is the crossing with P_miss = P_fa. Unlike Kaldi
-    (``compute-eer``) and SpeechBrain (``EER``, the mean of P_miss and P_fa at the threshold where they are
-    closest), no step is picked: the value is interpolated, so it differs from those by at most half a step
-    (``max(1/n_tar, 1/n_non) / 2`` for untied scores). Perfectly inverted scores give 1.
-
-    tar: (n_tar,) target scores; non: (n_non,) non-target scores.
-    """
-    return _eer_interp_counts(_counts(_as_scores(tar, "tar"), _as_scores(non, "non")))
+    return _eer_rocch_counts(_counts(_as_scores(tar, "tar"), _as_scores(non, "non")))
 
 
 def min_dcf(tar, non, p_target, c_miss: float = 1.0, c_fa: float = 1.0, return_threshold: bool = False):
@@ -304,7 +309,7 @@ class BootstrapCI(NamedTuple):
 # Metrics that accept a weighted score histogram: bootstrap replicates reuse one sort of the full data.
 _HISTOGRAM_METRICS: dict[Callable, Callable] = {
     eer: _eer_counts,
-    eer_interp: _eer_interp_counts,
+    eer_rocch: _eer_rocch_counts,
     min_dcf: lambda c, **kw: float(_min_dcf_counts(c, **kw)[0][0]),
     min_cllr: _min_cllr_counts,
 }
@@ -321,7 +326,7 @@ def bootstrap_ci(scores, labels, clusters=None, metric: Callable = eer, n_boot: 
 
     scores: (n,) trial scores; labels: (n,) 1 = target, 0 = non-target; clusters: (n,) cluster id per trial
     (any hashable numpy-compatible values: model id, speaker). metric: ``metric(tar, non, **metric_kwargs)
-    -> float``; for ``eer``, ``eer_interp``, ``min_dcf`` (scalar ``p_target``) and ``min_cllr`` replicates are
+    -> float``; for ``eer``, ``eer_rocch``, ``min_dcf`` (scalar ``p_target``) and ``min_cllr`` replicates are
     computed from a weighted histogram of one sort (same values, much faster). Replicates that draw no target
     or no non-target are skipped; fewer than half valid raises. ``seed`` makes the result reproducible.
     """

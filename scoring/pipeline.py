@@ -9,8 +9,10 @@ the same way:
 - ``cross_validated_fusion``: logistic-regression fusion trained on folds of *enrollment speakers* and applied
   to the held-out fold, so no fused score comes from a fusion that saw its trial.
 - ``evaluate_systems``: the result rows of several systems (and their fusion) on one trial list, with optional
-  bootstrap confidence intervals (clusters = enrollment models).
-- ``comparison_table``: the "baseline / proposed / fusion" table, EER(%) / minDCF per back-end and eval set.
+  bootstrap confidence intervals (clusters = enrollment models); ``evaluate_runs`` does it for several runs
+  (training seeds) of the same systems and aggregates them (mean ± sd).
+
+Rows and tables are made in ``scoring.report`` (``evaluate_system``, ``aggregate_runs``, ``comparison_table``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from scoring.fusion import LinearFusion
 from scoring.io import Embeddings, ScoringInputError, Trials, check_labels
 from scoring.norm import s_norm
 from scoring.plda import PLDA
-from scoring.report import evaluate_system
+from scoring.report import aggregate_runs, evaluate_system
 
 BACKENDS = ("cosine", "plda")
 
@@ -108,44 +110,57 @@ def cross_validated_fusion(S, labels, groups, n_folds: int = 2, p_target: float 
     return fused
 
 
-def add_confidence_intervals(row: dict, scores, labels, clusters, p_targets: Sequence[float],
-                             n_boot: int, seed: int = 0) -> dict:
-    """Add bootstrap 95% intervals ``eer_ci`` (percent) and ``min_dcf_ci`` {p: [low, high]} to ``row``.
-
-    Clusters (the enrollment model of each trial) are resampled with replacement: trials of one model are
-    correlated, so resampling single trials would understate the spread.
-    """
-    ci = metrics.bootstrap_ci(scores, labels, clusters, metric=metrics.eer, n_boot=n_boot, seed=seed)
-    row["eer_ci"] = [100.0 * ci.low, 100.0 * ci.high]
-    row["min_dcf_ci"] = {}
-    for p in p_targets:
-        ci = metrics.bootstrap_ci(scores, labels, clusters, metric=metrics.min_dcf, n_boot=n_boot, seed=seed,
-                                  metric_kwargs={"p_target": float(p)})
-        row["min_dcf_ci"][str(float(p))] = [ci.low, ci.high]
-    return row
-
-
 def evaluate_systems(systems: Mapping[str, np.ndarray], trials: Trials, p_targets: Sequence[float] = (0.01,),
                      fuse: bool = True, fusion_groups=None, n_folds: int = 2, fusion_prior: float = 0.5,
-                     n_boot: int = 0, seed: int = 0) -> list[dict]:
-    """Result rows for each system's trial scores (n,) and, with ``fuse``, their cross-validated fusion.
+                     fusion_train: tuple[Mapping[str, np.ndarray], np.ndarray] | None = None,
+                     calibrated: Sequence[str] = (), n_boot: int = 0, seed: int = 0
+                     ) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """Result rows for each system's trial scores (n,) and, with ``fuse``, their fusion; returns ``(rows,
+    scores)`` where ``scores`` adds the fused log-likelihood ratios under ``"fusion"``.
 
-    fusion_groups: the enrollment speaker of each trial (default: the enrollment id).
+    The fusion is cross-validated over ``fusion_groups`` (the enrollment speaker of each trial; default: the
+    enrollment id) in ``n_folds`` folds, or, with ``fusion_train = ({name: scores (m,)}, labels (m,))``, trained
+    on another labelled trial set and applied here. ``calibrated``: names of systems whose scores are LLRs
+    (the fusion always is): actDCF, Cllr and minCllr are added to their rows. ``n_boot``: bootstrap intervals
+    resampling enrollment models.
     """
     check_labels(trials)
     labels = trials.label.astype(np.int64)
     scores = {name: np.asarray(s, dtype=np.float64) for name, s in systems.items()}
+    if "fusion" in scores:
+        raise ScoringInputError("a system may not be named 'fusion': the name is kept for the fused scores")
     if fuse and len(scores) >= 2:
-        groups = trials.enroll if fusion_groups is None else np.asarray(fusion_groups)
-        scores["fusion"] = cross_validated_fusion(np.stack(list(scores.values()), axis=1), labels, groups,
-                                                  n_folds=n_folds, p_target=fusion_prior, seed=seed)
-    rows = []
-    for name, s in scores.items():
-        row = evaluate_system(name, s, labels, p_targets, calibrated=(name == "fusion"))
-        if n_boot > 0:
-            add_confidence_intervals(row, s, labels, trials.enroll, p_targets, n_boot, seed)
-        rows.append(row)
-    return rows
+        stacked = np.stack(list(scores.values()), axis=1)
+        if fusion_train is not None:
+            train_scores, train_labels = fusion_train
+            missing = [n for n in scores if n not in train_scores]
+            if missing:
+                raise ScoringInputError(f"fusion training scores have no system {missing[0]!r}")
+            S = np.stack([np.asarray(train_scores[n], dtype=np.float64) for n in scores], axis=1)
+            model = LinearFusion(p_target=fusion_prior).fit(S, np.asarray(train_labels))
+            scores["fusion"] = model.predict(stacked)
+        else:
+            groups = trials.enroll if fusion_groups is None else np.asarray(fusion_groups)
+            scores["fusion"] = cross_validated_fusion(stacked, labels, groups, n_folds=n_folds,
+                                                      p_target=fusion_prior, seed=seed)
+    rows = [evaluate_system(name, s, labels, p_targets, calibrated=(name == "fusion" or name in calibrated),
+                            clusters=trials.enroll, n_boot=n_boot, seed=seed)
+            for name, s in scores.items()]
+    return rows, scores
+
+
+def evaluate_runs(runs: Sequence[Mapping[str, np.ndarray]], trials: Trials, **kwargs
+                  ) -> tuple[list[dict], list[list[dict]], list[dict[str, np.ndarray]]]:
+    """``evaluate_systems`` for each run (e.g. training seed) of the same systems, fused within each run, then
+    ``aggregate_runs``: returns ``(aggregated rows, rows per run, scores per run)``."""
+    if not runs:
+        raise ScoringInputError("evaluate_runs: no runs")
+    per_run, scores = [], []
+    for run in runs:
+        rows, s = evaluate_systems(run, trials, **kwargs)
+        per_run.append(rows)
+        scores.append(s)
+    return aggregate_runs(per_run), per_run, scores
 
 
 def score_systems(backend: str, systems: Mapping[str, tuple[Embeddings, Embeddings]], trials: Trials,
@@ -160,30 +175,3 @@ def score_systems(backend: str, systems: Mapping[str, tuple[Embeddings, Embeddin
                               subtract_mean=(backend == "cosine"))
         out[name] = score_trials(scorer, trials, evaluation, evaluation)
     return out
-
-
-def _cell(row: dict | None, p_key: str) -> str:
-    if row is None:
-        return "-"
-    return f"{row['eer']:.2f} / {row['min_dcf'][p_key]:.4f}"
-
-
-def comparison_table(results: Mapping[tuple[str, str], Sequence[dict]], p_target: float,
-                     systems: Sequence[str] = ("baseline", "proposed", "fusion"), fmt: str = "md") -> str:
-    """The paper-style table: one line per (eval set, back-end), cells "EER(%) / minDCF(p_target)".
-
-    results[(eval_set, backend)] = rows from ``evaluate_systems``.
-    """
-    p_key = str(float(p_target))
-    header = ["eval set", "back-end"] + [f"{s} EER / minDCF" for s in systems]
-    lines = []
-    for (eval_set, backend), rows in results.items():
-        by_name = {r["name"]: r for r in rows}
-        lines.append([eval_set, backend] + [_cell(by_name.get(s), p_key) for s in systems])
-    if fmt == "csv":
-        return "\n".join(",".join(cells) for cells in [header] + lines) + "\n"
-    if fmt != "md":
-        raise ValueError(f"unknown table format {fmt!r}; valid: md, csv")
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(cells) + " |" for cells in lines]
-    return "\n".join(out) + "\n"

@@ -114,8 +114,9 @@ class PLDA:
     >>> spk = np.repeat(np.arange(20), 5)
     >>> X = rng.normal(size=(20, 8))[spk] + 0.5 * rng.normal(size=(100, 8))
     >>> plda = PLDA(lda_dim=6).fit(X, spk)
-    >>> plda.score_matrix(X[:3], X[:4]).shape
-    (3, 4)
+    >>> S = plda.score_matrix(X[0:15:5], X[1:20:5])  # utterance 1 of speakers 0-2 against utterance 2 of 0-3
+    >>> S.shape, S.argmax(axis=1).tolist()  # each enrollment scores highest against its own speaker
+    ((3, 4), [0, 1, 2])
     """
 
     def __init__(self, lda_dim: int | None = None, n_iter: int = 10, length_norm: bool = True,

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from scoring.io import atomic_write
+
 
 class AudioError(ValueError):
     """Audio that cannot be used: missing, unreadable, empty, non-finite or too short.
@@ -74,10 +76,23 @@ def _select_channel(data: np.ndarray, channel: int | None, utt, source) -> np.nd
     return data[:, channel]
 
 
-def _decode(stream, source, sample_rate, channel, utt, min_seconds) -> tuple[np.ndarray, int]:
-    """Decode a path or file-like object with soundfile, then pick/mix channels, check and resample."""
+def _decode(stream, source, sample_rate, channel, utt, min_seconds,
+            segment: tuple[float, float] | None = None) -> tuple[np.ndarray, int]:
+    """Decode a path or file-like object with soundfile (only the frames of ``segment`` when given and the
+    stream is seekable), then pick/mix channels, check and resample."""
     try:
-        data, sr = sf.read(stream, dtype="float32", always_2d=True)
+        with sf.SoundFile(stream) as f:
+            sr = f.samplerate
+            if segment is None:
+                data = f.read(dtype="float32", always_2d=True)
+            elif f.seekable():
+                first, last = _segment_frames(segment, sr, f.frames, utt, source)
+                f.seek(first)
+                data = f.read(last - first, dtype="float32", always_2d=True)
+            else:
+                data = f.read(dtype="float32", always_2d=True)
+                first, last = _segment_frames(segment, sr, len(data), utt, source)
+                data = data[first:last]
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
         raise AudioError(f"cannot decode audio ({err})", utt, source) from None
     wave = _select_channel(data, channel, utt, source)
@@ -106,15 +121,18 @@ def _check_rate(sample_rate) -> None:
 
 
 def read_audio(path: str | os.PathLike, sample_rate: int | None = None, channel: int | None = None,
-               utt: str | None = None, min_seconds: float | None = None) -> tuple[np.ndarray, int]:
-    """Read an audio file as a mono float32 waveform.
+               utt: str | None = None, min_seconds: float | None = None,
+               segment: tuple[float, float] | None = None) -> tuple[np.ndarray, int]:
+    """Read an audio file (or one segment of it) as a mono float32 waveform.
 
     Args:
         path: a file soundfile can decode (WAV, FLAC, OGG/Opus, NIST SPHERE, ...).
         sample_rate: resample to this rate if given and different from the file's.
         channel: ``None`` averages all channels to mono; an int keeps that channel (0-based).
         utt: utterance id, only used in error messages.
-        min_seconds: raise :class:`AudioError` if shorter than this (after resampling).
+        min_seconds: raise :class:`AudioError` if shorter than this (after cutting and resampling).
+        segment: ``(start_s, end_s)`` of a Kaldi ``segments`` entry (rules of :func:`cut_segment`, at the
+            file's own rate): only those frames are read (seek, then read), not the whole recording.
     Returns:
         ``(wave (samples,) float32, sample_rate)``.
     Raises:
@@ -124,7 +142,7 @@ def read_audio(path: str | os.PathLike, sample_rate: int | None = None, channel:
     path = Path(path)
     if not path.is_file():
         raise AudioError("no such audio file", utt, path)
-    return _decode(str(path), path, sample_rate, channel, utt, min_seconds)
+    return _decode(str(path), path, sample_rate, channel, utt, min_seconds, segment)
 
 
 def is_pipe(entry: str) -> bool:
@@ -142,7 +160,8 @@ def resolve_path(entry: str, root: str | os.PathLike | None) -> Path:
 
 def load_entry(entry: str, sample_rate: int | None = None, channel: int | None = None,
                root: str | os.PathLike | None = None, utt: str | None = None,
-               min_seconds: float | None = None, timeout: float | None = 600.0) -> tuple[np.ndarray, int]:
+               min_seconds: float | None = None, timeout: float | None = 600.0,
+               segment: tuple[float, float] | None = None) -> tuple[np.ndarray, int]:
     """Load one Kaldi ``wav.scp`` value.
 
     Args:
@@ -150,7 +169,8 @@ def load_entry(entry: str, sample_rate: int | None = None, channel: int | None =
             is an audio file soundfile can decode, e.g. ``sph2pipe -f wav -p -c 1 a.sph |``. The command runs
             through the shell with ``root`` (if given) as its working directory, like Kaldi running from the
             recipe folder.
-        sample_rate, channel, utt, min_seconds: as in :func:`read_audio`.
+        sample_rate, channel, utt, min_seconds, segment: as in :func:`read_audio` (a pipe's whole output is
+            buffered, then the segment cut from it).
         timeout: seconds before a pipe command is abandoned.
     Returns:
         ``(wave (samples,) float32, sample_rate)``.
@@ -159,7 +179,7 @@ def load_entry(entry: str, sample_rate: int | None = None, channel: int | None =
         raise AudioError(f"empty or invalid wav.scp value {entry!r}", utt)
     _check_rate(sample_rate)
     if not is_pipe(entry):
-        return read_audio(resolve_path(entry, root), sample_rate, channel, utt, min_seconds)
+        return read_audio(resolve_path(entry, root), sample_rate, channel, utt, min_seconds, segment)
     command = entry.rstrip()[:-1].strip()
     if not command:
         raise AudioError("pipe entry has no command before '|'", utt, entry)
@@ -175,7 +195,7 @@ def load_entry(entry: str, sample_rate: int | None = None, channel: int | None =
         raise AudioError(f"command failed with exit status {proc.returncode}: {tail[0]}", utt, command)
     if not proc.stdout:
         raise AudioError("command wrote no audio to stdout", utt, command)
-    return _decode(io.BytesIO(proc.stdout), command, sample_rate, channel, utt, min_seconds)
+    return _decode(io.BytesIO(proc.stdout), command, sample_rate, channel, utt, min_seconds, segment)
 
 
 def cut_segment(wave: np.ndarray, sr: int, start: float, end: float, utt: str | None = None) -> np.ndarray:
@@ -185,26 +205,34 @@ def cut_segment(wave: np.ndarray, sr: int, start: float, end: float, utt: str | 
     An ``end`` past the end of the recording by up to 0.1 s is clipped (rounding in segment files); more than
     that is an error, as are negative starts and empty segments.
     """
-    n = len(wave)
+    first, last = _segment_frames((start, end), sr, len(wave), utt)
+    return wave[first:last]
+
+
+def _segment_frames(segment: tuple[float, float], sr: int, n: int, utt=None, source=None) -> tuple[int, int]:
+    """``[first, last)`` sample indices of ``segment = (start_s, end_s)`` in ``n`` samples (see :func:`cut_segment`)."""
+    start, end = segment
     if end == -1:
         end = n / sr
     if not (np.isfinite(start) and np.isfinite(end)) or start < 0 or end <= start:
-        raise AudioError(f"invalid segment [{start}, {end}) s", utt)
+        raise AudioError(f"invalid segment [{start}, {end}) s", utt, source)
     first = int(round(start * sr))
     last = int(round(end * sr))
     if last > n:
         if last - n > 0.1 * sr:
-            raise AudioError(f"segment end {end} s lies beyond the recording ({n / sr:.3f} s)", utt)
+            raise AudioError(f"segment end {end} s lies beyond the recording ({n / sr:.3f} s)", utt, source)
         last = n
     if last <= first:
-        raise AudioError(f"segment [{start}, {end}) s is empty in a {n / sr:.3f} s recording", utt)
-    return wave[first:last]
+        raise AudioError(f"segment [{start}, {end}) s is empty in a {n / sr:.3f} s recording", utt, source)
+    return first, last
 
 
 def write_audio(path: str | os.PathLike, wave: np.ndarray, sr: int, subtype: str = "PCM_16") -> None:
-    """Write ``wave`` ``(samples,)`` or ``(samples, channels)`` atomically (temp file + ``os.replace``).
+    """Write ``wave`` ``(samples,)`` or ``(samples, channels)`` atomically (:func:`scoring.io.atomic_write`).
 
-    The container comes from the suffix (``.wav``, ``.flac``, ``.sph``/``.nist``, ``.ogg``).
+    The container comes from the suffix (``.wav``, ``.flac``, ``.sph``/``.nist``, ``.ogg``). The file is
+    encoded in memory first (soundfile syncs a file it closes to disk, which is slow for many small files); the
+    bytes are those soundfile writes to a path.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -213,11 +241,7 @@ def write_audio(path: str | os.PathLike, wave: np.ndarray, sr: int, subtype: str
         raise ValueError(f"{path}: unknown audio suffix {suffix!r} (use .wav, .flac, .sph, .ogg)")
     if fmt == "OGG":
         subtype = "VORBIS"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        sf.write(str(tmp), np.asarray(wave), int(sr), format=fmt, subtype=subtype)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    buffer = io.BytesIO()
+    sf.write(buffer, np.asarray(wave), int(sr), format=fmt, subtype=subtype)
+    with atomic_write(path) as tmp:
+        Path(tmp).write_bytes(buffer.getvalue())

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from scoring.io import atomic_write
 from spkver import __version__
 
 CHECKPOINT_FORMAT = 1
@@ -81,14 +82,8 @@ def _as_tuple(obj):
 
 # -------------------------------------------------------------------------------------------------- save
 def _atomic_save(obj: dict, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_write(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -141,6 +136,7 @@ def list_checkpoints(exp_dir: str | os.PathLike) -> list[Path]:
 
 def link_latest(exp_dir: str | os.PathLike, target: str | os.PathLike) -> Path:
     """Point ``EXP_DIR/latest.pt`` at ``target`` (relative symlink, replaced atomically; a copy if needed)."""
+    # Not atomic_write: this replaces a symbolic link (os.symlink needs a free name), not a file's contents.
     exp_dir = Path(exp_dir)
     latest = exp_dir / "latest.pt"
     tmp = exp_dir / f".latest.pt.{os.getpid()}.tmp"

@@ -2,15 +2,23 @@
 
 Each sub-command is a thin wrapper over a library function. ``score`` and ``eval`` only touch the numpy
 back-end (``scoring``) and never import torch, so they start fast and run where torch is absent.
+
+Results (tables) go to stdout, logs and progress bars to stderr, so ``spkver ... > results`` holds only
+results. Logging: INFO by default, ``-v`` for DEBUG, ``-q`` for warnings only; bars appear only on a terminal.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import re
 import sys
 from pathlib import Path
 
 from spkver import __version__
+from spkver.progress import configure_logging
+
+log = logging.getLogger("spkver")
 
 FORMATS = """file formats:
   trials      Kaldi/NIST "enroll test target|nontarget", VoxCeleb "1|0 enroll test", or unlabelled "enroll test"
@@ -32,10 +40,41 @@ def _existing(path: str) -> Path:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return value
+
+
+def _device(text: str) -> str:
+    if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", text):
+        raise argparse.ArgumentTypeError(f"must be auto, cpu, cuda or cuda:N, got {text!r}")
+    return text
+
+
+def _check_device(device: str | None, amp: str | None = None) -> None:
+    """A ``CliError`` naming ``--device`` / ``--amp`` when CUDA is asked for but absent, or fp16 without it."""
+    from spkver.distributed import resolve_device
+
+    try:
+        resolved = resolve_device(device)
+    except ValueError as err:
+        raise CliError(f"--device {device}: {err}") from None
+    if amp == "fp16" and resolved.type != "cuda":
+        raise CliError(f"--amp fp16 needs a CUDA device (the device is {resolved}); use --amp bf16 or none")
 
 
 def _probability(text: str) -> float:
@@ -105,17 +144,26 @@ def _cmd_score(args) -> None:
         scores = normalise_scores(scorer, scores, trials, enroll, test, cohort, enroll_map=enroll_map,
                                   top_k=args.top_k if args.norm == "asnorm" else None)
     io.write_scores(args.out, trials, scores)
-    print(f"wrote {len(scores)} scores to {args.out}")
+    log.info("wrote %d scores to %s", len(scores), args.out)
 
 
 # ------------------------------------------------------------------------------------------------ eval
 def _add_eval(sub) -> None:
     p = sub.add_parser(
         "eval", help="EER / minDCF / actDCF / Cllr table for score files, with optional fusion and DET plot",
+        description="Evaluate systems on a labelled trial list. One run: --scores S1 S2 ... [--names ...]. "
+                    "Several runs of the same systems (e.g. training seeds): --system NAME S_RUN1 S_RUN2 ... "
+                    "once per system; each run is fused on its own and the table shows mean ± sd over runs. "
+                    "EER is the crossing EER (as Kaldi's compute-eer, SpeechBrain and WeSpeaker report it); "
+                    "the ROC-convex-hull EER is reported beside it as eer_rocch.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=FORMATS)
     p.add_argument("--trials", type=_existing, required=True, help="labelled trial list")
-    p.add_argument("--scores", type=_existing, nargs="+", required=True, help="one score file per system")
-    p.add_argument("--names", nargs="+", help="system names (default: score file names)")
+    runs = p.add_mutually_exclusive_group(required=True)
+    runs.add_argument("--scores", type=_existing, nargs="+", help="one score file per system (one run)")
+    runs.add_argument("--system", nargs="+", action="append", metavar=("NAME", "SCORES"), dest="systems",
+                      help="a system and its score files, one per run (repeatable; every system the same "
+                           "number of runs, in the same order)")
+    p.add_argument("--names", nargs="+", help="with --scores: system names (default: score file names)")
     p.add_argument("--p-target", type=_probability, action="append", dest="p_targets",
                    help="operating point(s) for minDCF (repeatable; default 0.01 and 0.001)")
     p.add_argument("--calibrated", action="store_true",
@@ -124,76 +172,122 @@ def _add_eval(sub) -> None:
     p.add_argument("--fuse-trials", type=_existing, help="labelled trials to train the fusion on")
     p.add_argument("--fuse-scores", type=_existing, nargs="+",
                    help="score files of the same systems on --fuse-trials (same order as --scores)")
-    p.add_argument("--fuse-cv", type=int, metavar="K",
+    p.add_argument("--fuse-cv", type=_positive_int, metavar="K",
                    help="instead of --fuse-trials: K-fold cross-validation over enrollment models")
     p.add_argument("--fuse-utt2spk", type=_existing,
                    help="with --fuse-cv: make the folds speaker-disjoint (speaker of each enrollment id)")
     p.add_argument("--fuse-prior", type=_probability, default=0.5, help="prior of the fusion objective")
     p.add_argument("--bootstrap", type=int, default=0,
                    help="bootstrap replicates for 95%% confidence intervals (resampling enrollment models)")
-    p.add_argument("--json", type=Path, help="write the results as JSON")
-    p.add_argument("--det", type=Path, help="write a DET plot (PNG)")
+    p.add_argument("--json", type=Path, help="write the results as JSON (rows over runs also keep each run's)")
+    p.add_argument("--csv", type=Path, help="write the results table as CSV")
+    p.add_argument("--det", type=Path, help="write a DET plot (PNG; one run only)")
+    p.add_argument("--fusion-out", type=Path, help="write the fused scores (one run only)")
     p.set_defaults(func=_cmd_eval)
+
+
+def _eval_runs(args) -> tuple[list[str], list[list[Path]]]:
+    """System names and, per run, the score file of each system, from --scores/--names or --system."""
+    if args.scores is not None:
+        names = args.names or [Path(s).name for s in args.scores]
+        if len(names) != len(args.scores):
+            raise CliError(f"--names gives {len(names)} names for {len(args.scores)} score files")
+        runs = [[Path(s) for s in args.scores]]
+    else:
+        if args.names:
+            raise CliError("--names goes with --scores; --system names its system itself")
+        names = [entry[0] for entry in args.systems]
+        counts = {entry[0]: len(entry) - 1 for entry in args.systems}
+        if min(counts.values()) == 0:
+            raise CliError(f"--system {min(counts, key=counts.get)} lists no score file")
+        if len(set(counts.values())) != 1:
+            raise CliError(f"--system: every system needs the same number of runs, got {counts}")
+        for entry in args.systems:
+            for path in entry[1:]:
+                _existing_file(path, "--system")
+        runs = [[Path(entry[k]) for entry in args.systems] for k in range(1, len(args.systems[0]))]
+    if len(set(names)) != len(names) or "fusion" in names:
+        raise CliError(f"system names must be unique and not 'fusion', got {names}")
+    return names, runs
+
+
+def _existing_file(path: str, flag: str) -> Path:
+    if not Path(path).is_file():
+        raise CliError(f"{flag}: no such file: {path}")
+    return Path(path)
 
 
 def _cmd_eval(args) -> None:
     import numpy as np
 
     from scoring import io
-    from scoring.fusion import LinearFusion
-    from scoring.pipeline import add_confidence_intervals, cross_validated_fusion
-    from scoring.report import det_plot, evaluate_system, results_table, write_json
+    from scoring.pipeline import evaluate_runs
+    from scoring.report import det_plot, results_table, write_json
 
     p_targets = args.p_targets or [0.01, 0.001]
-    names = args.names or [Path(s).name for s in args.scores]
-    if len(names) != len(args.scores):
-        raise CliError(f"--names gives {len(names)} names for {len(args.scores)} score files")
-    if len(set(names)) != len(names) or "fusion" in names:
-        raise CliError(f"--names must be unique and not 'fusion', got {names}")
+    names, runs = _eval_runs(args)
+    if args.bootstrap < 0:
+        raise CliError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+    if len(runs) > 1 and (args.det or args.fusion_out):
+        raise CliError("--det and --fusion-out need a single run (--scores, or --system with one file each)")
     trials = io.read_trials(args.trials)
     io.check_labels(trials)
-    labels = trials.label.astype(np.int64)
-    systems = {name: io.align_scores(trials, path) for name, path in zip(names, args.scores)}
+    systems = [{n: io.align_scores(trials, path) for n, path in zip(names, run)} for run in runs]
 
+    options = {"p_targets": p_targets, "fuse": args.fuse, "fusion_prior": args.fuse_prior,
+               "calibrated": names if args.calibrated else (), "n_boot": args.bootstrap}
+    if (args.fuse_cv or args.fuse_trials or args.fuse_scores or args.fuse_utt2spk or args.fusion_out) \
+            and not args.fuse:
+        raise CliError("--fuse-cv, --fuse-trials, --fuse-scores, --fuse-utt2spk and --fusion-out go with --fuse")
     if args.fuse:
-        stacked = np.stack(list(systems.values()), axis=1)
+        if len(names) < 2:
+            raise CliError("--fuse needs at least two systems")
         if args.fuse_cv is not None:
-            if args.fuse_trials is not None:
-                raise CliError("--fuse-cv and --fuse-trials exclude each other")
-            groups = trials.enroll
+            if args.fuse_trials is not None or args.fuse_scores is not None:
+                raise CliError("--fuse-cv and --fuse-trials/--fuse-scores exclude each other")
+            if args.fuse_cv < 2:
+                raise CliError(f"--fuse-cv needs at least 2 folds, got {args.fuse_cv}")
+            options["n_folds"] = args.fuse_cv
             if args.fuse_utt2spk is not None:
                 utt2spk = io.read_utt2spk(args.fuse_utt2spk)
                 missing = [e for e in np.unique(trials.enroll) if e not in utt2spk]
                 if missing:
-                    raise CliError(f"{args.fuse_utt2spk}: no speaker for enrollment id {missing[0]!r}")
-                groups = np.asarray([utt2spk[e] for e in trials.enroll])
-            systems["fusion"] = cross_validated_fusion(stacked, labels, groups, n_folds=args.fuse_cv,
-                                                       p_target=args.fuse_prior)
+                    raise CliError(f"--fuse-utt2spk {args.fuse_utt2spk}: no speaker for enrollment id "
+                                   f"{missing[0]!r}")
+                options["fusion_groups"] = np.asarray([utt2spk[e] for e in trials.enroll])
         else:
             if args.fuse_trials is None or args.fuse_scores is None:
                 raise CliError("--fuse needs --fuse-trials and --fuse-scores (a trial set disjoint from the "
                                "evaluated one) or --fuse-cv K")
-            if len(args.fuse_scores) != len(args.scores):
-                raise CliError(f"--fuse-scores gives {len(args.fuse_scores)} files for {len(args.scores)} systems")
+            if args.fuse_utt2spk is not None:
+                raise CliError("--fuse-utt2spk goes with --fuse-cv")
+            if len(runs) > 1:
+                raise CliError("--fuse-trials needs a single run (--scores)")
+            if len(args.fuse_scores) != len(names):
+                raise CliError(f"--fuse-scores gives {len(args.fuse_scores)} files for {len(names)} systems")
             dev = io.read_trials(args.fuse_trials)
             io.check_labels(dev)
-            dev_scores = np.stack([io.align_scores(dev, path) for path in args.fuse_scores], axis=1)
-            fusion = LinearFusion(p_target=args.fuse_prior).fit(dev_scores, dev.label.astype(np.int64))
-            systems["fusion"] = fusion.predict(stacked)
+            dev_scores = {n: io.align_scores(dev, path) for n, path in zip(names, args.fuse_scores)}
+            options["fusion_train"] = (dev_scores, dev.label.astype(np.int64))
 
-    rows = []
-    for name, scores in systems.items():
-        row = evaluate_system(name, scores, labels, p_targets, calibrated=args.calibrated or name == "fusion")
-        if args.bootstrap > 0:
-            add_confidence_intervals(row, scores, labels, trials.enroll, p_targets, args.bootstrap)
-        rows.append(row)
+    rows, per_run, scores = evaluate_runs(systems, trials, **options)
+    if len(runs) == 1:
+        rows, per_run = per_run[0], None
     print(results_table(rows), end="")
     if args.json is not None:
-        write_json(args.json, rows)
-        print(f"wrote {args.json}")
+        write_json(args.json, rows, runs=per_run)
+        log.info("wrote %s", args.json)
+    if args.csv is not None:
+        with io.atomic_write(args.csv) as tmp:
+            Path(tmp).write_text(results_table(rows, fmt="csv"), encoding="utf-8")
+        log.info("wrote %s", args.csv)
     if args.det is not None:
-        det_plot({n: (s[labels == 1], s[labels == 0]) for n, s in systems.items()}, args.det)
-        print(f"wrote {args.det}")
+        labels = trials.label == 1
+        det_plot({n: (s[labels], s[~labels]) for n, s in scores[0].items()}, args.det)
+        log.info("wrote %s", args.det)
+    if args.fusion_out is not None:
+        io.write_scores(args.fusion_out, trials, scores[0]["fusion"])
+        log.info("wrote fused scores to %s", args.fusion_out)
 
 
 # --------------------------------------------------------------------------------------------- prepare
@@ -226,57 +320,76 @@ def _add_prepare(sub) -> None:
 
 
 def _cmd_prepare_voxceleb(args) -> None:
-    from spkver.data.voxceleb import prepare_voxceleb
+    from spkver.data.corpora.voxceleb import prepare_voxceleb
 
     result = prepare_voxceleb(args.root, args.out, subsets=tuple(args.subsets))
-    print(f"prepared VoxCeleb in {args.out}: {result}")
+    log.info("prepared VoxCeleb in %s: %s", args.out, result)
 
 
 def _cmd_prepare_sre(args) -> None:
-    from spkver.data.sre import prepare_sre
+    from spkver.data.corpora.sre import prepare_sre
 
     result = prepare_sre(args.root, args.key, args.out, train=args.train)
-    print(f"prepared SRE data in {args.out}: {result}")
+    log.info("prepared SRE data in %s: %s", args.out, result)
 
 
 def _cmd_prepare_channel(args) -> None:
-    from spkver.data.channel import simulate_channel
+    from spkver.data.corpora.channel import simulate_channel
 
     result = simulate_channel(args.data, args.out, channel=args.channel, audio_root=args.audio_root,
                               progress=True)
-    print(f"wrote {len(result)} utterances through the {args.channel} channel to {args.out}")
+    log.info("wrote %d utterances through the %s channel to %s", len(result), args.channel, args.out)
 
 
 def _cmd_prepare_combine(args) -> None:
     from spkver.data.kaldi import combine_data_dirs
 
     merged = combine_data_dirs(args.out, args.sources, audio_root=args.audio_root)
-    print(f"wrote {len(merged)} utterances from {len(args.sources)} data dir(s) to {args.out}")
+    log.info("wrote %d utterances from %d data dir(s) to %s", len(merged), len(args.sources), args.out)
 
 
 # ----------------------------------------------------------------------------------------------- table
 def _add_table(sub) -> None:
-    p = sub.add_parser("table", help="baseline / proposed / fusion table from `spkver eval --json` results")
+    p = sub.add_parser("table", help="baseline / proposed / fusion table from `spkver eval --json` results",
+                       description="One line per --entry (evaluation set, back-end, `spkver eval --json` file), "
+                                   "one column per system; cells are the --metric values joined by ' / ', "
+                                   "mean ± sd where the JSON holds several runs.")
     p.add_argument("--entry", nargs=3, action="append", required=True, metavar=("EVAL_SET", "BACKEND", "JSON"),
                    help="one line of the table (repeatable)")
     p.add_argument("--systems", nargs="+", default=["baseline", "proposed", "fusion"],
                    help="system names (columns), as named in the JSON files")
-    p.add_argument("--p-target", type=_probability, default=0.01)
-    p.add_argument("--out", type=Path, help="also write the table (Markdown) here")
+    p.add_argument("--p-target", type=_probability, default=0.01, help="prior of the minDCF / actDCF cells")
+    p.add_argument("--metric", action="append", dest="metrics",
+                   choices=("eer", "eer_rocch", "min_dcf", "act_dcf", "cllr", "min_cllr"),
+                   help="what each cell shows (repeatable, in order; default: eer and min_dcf)")
+    p.add_argument("--ci", action="store_true", help="add the bootstrap 95%% intervals the JSON rows hold")
+    p.add_argument("--run", type=int, metavar="K",
+                   help="show run K (0-based) of JSON files holding several runs, instead of their mean ± sd")
+    p.add_argument("--csv", action="store_true", help="print CSV instead of Markdown")
+    p.add_argument("--out", type=Path, help="also write the table here")
     p.set_defaults(func=_cmd_table)
 
 
 def _cmd_table(args) -> None:
     from scoring.io import atomic_write
-    from scoring.pipeline import comparison_table
-    from scoring.report import read_json
+    from scoring.report import comparison_table, read_json
 
-    results = {(eval_set, backend): read_json(path) for eval_set, backend, path in args.entry}
-    table = comparison_table(results, args.p_target, systems=args.systems)
+    entries = []
+    for eval_set, backend, path in args.entry:
+        rows, runs = read_json(_existing_file(path, "--entry"), runs=True)
+        if args.run is not None:
+            if runs is None or not 0 <= args.run < len(runs):
+                raise CliError(f"--run {args.run}: {path} holds {len(runs) if runs else 1} run(s) "
+                               f"{'(use no --run)' if runs is None else ''}".rstrip())
+            rows = runs[args.run]
+        entries.append((eval_set, backend, rows))
+    table = comparison_table(entries, args.p_target, systems=args.systems,
+                             metrics_shown=args.metrics or ("eer", "min_dcf"), fmt="csv" if args.csv else "md",
+                             ci=args.ci)
     print(table, end="")
     if args.out is not None:
         with atomic_write(args.out) as tmp:
-            Path(tmp).write_text(table)
+            Path(tmp).write_text(table, encoding="utf-8")
 
 
 # ----------------------------------------------------------------------------------------------- train
@@ -291,7 +404,7 @@ def _add_train(sub) -> None:
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable utterances (and report them)")
     p.add_argument("--dev-data", type=_existing, help="data dir for a validation EER each epoch")
     p.add_argument("--dev-trials", type=_existing, help="trials for the validation EER")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the config's)")
+    p.add_argument("--device", type=_device, help="auto, cpu, cuda, cuda:N (default: the config's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override a configuration setting, e.g. --set model.channels=256 --set kl_weight=0.01 "
                         "(dotted key, YAML value; repeatable)")
@@ -304,12 +417,14 @@ def _cmd_train(args) -> None:
 
     if (args.dev_data is None) != (args.dev_trials is None):
         raise CliError("--dev-data and --dev-trials go together")
+    if args.device is not None:
+        _check_device(args.device)
     config = load_config(args.config, args.overrides) if args.overrides else args.config
     ckpt = train(config, args.data, args.exp, init=args.init, resume=args.resume,
                  dev_data=args.dev_data, dev_trials=args.dev_trials, audio_root=args.audio_root,
                  skip_bad=args.skip_bad, device=args.device)
     if ckpt is not None:
-        print(f"model: {ckpt}")
+        log.info("model: %s", ckpt)
 
 
 # --------------------------------------------------------------------------------------------- extract
@@ -322,9 +437,18 @@ def _add_extract(sub) -> None:
     src.add_argument("files", nargs="*", default=[], help="audio files (ids are the file stems)")
     p.add_argument("--out", type=Path, required=True, help=".npz, or .ark (with a .scp beside it)")
     p.add_argument("--audio-root", type=_existing, help="resolve relative wav.scp paths against this folder")
-    p.add_argument("--mc-samples", type=int, default=0,
+    p.add_argument("--mc-samples", type=_non_negative_int, default=0, metavar="K",
                    help="Bayesian models: average K sampled embeddings (0: posterior mean)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=_device, default="auto",
+                   help="auto (CUDA when available, else CPU; the default), cpu, cuda, cuda:N")
+    p.add_argument("--batch-size", type=_positive_int, metavar="N",
+                   help="at most N utterances per batch (default: as many as --batch-frames allows)")
+    p.add_argument("--batch-frames", type=_positive_int, default=10000, metavar="F",
+                   help="at most F padded feature frames per batch (default: 10000)")
+    p.add_argument("--workers", type=_non_negative_int, metavar="N",
+                   help="feature-computing worker processes (0: in the main process; default: 1 on CPU, 4 on CUDA)")
+    p.add_argument("--amp", choices=("bf16", "fp16", "none"), default="none",
+                   help="autocast the model to bfloat16 or float16 (fp16: CUDA only; default: none, float32)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable files (and report them)")
     p.add_argument("--no-resume", action="store_true", help="recompute finished utterances")
     p.set_defaults(func=_cmd_extract)
@@ -333,13 +457,12 @@ def _add_extract(sub) -> None:
 def _cmd_extract(args) -> None:
     from spkver.extract import extract
 
-    if args.mc_samples < 0:
-        raise CliError(f"--mc-samples must be >= 0, got {args.mc_samples}")
-    summary = extract(args.model, args.out, data_dir=args.data, wav_scp=args.wav_scp,
-                      files=[Path(f) for f in args.files] or None, mc_samples=args.mc_samples,
-                      device=args.device, skip_bad=args.skip_bad, resume=not args.no_resume,
-                      audio_root=args.audio_root)
-    print(summary)
+    amp = None if args.amp == "none" else args.amp
+    _check_device(args.device, amp)
+    extract(args.model, args.out, data_dir=args.data, wav_scp=args.wav_scp,  # logs its summary
+            files=[Path(f) for f in args.files] or None, mc_samples=args.mc_samples, device=args.device,
+            batch_frames=args.batch_frames, batch_size=args.batch_size, num_workers=args.workers, amp=amp,
+            skip_bad=args.skip_bad, resume=not args.no_resume, audio_root=args.audio_root, progress=True)
 
 
 # ------------------------------------------------------------------------------------------------ demo
@@ -364,6 +487,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="spkver", description="Speaker verification with Bayesian x-vectors.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=FORMATS)
     parser.add_argument("--version", action="version", version=f"spkver {__version__}")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-v", "--verbose", action="store_const", const=logging.DEBUG, dest="log_level",
+                          default=logging.INFO, help="also log debugging details (before the sub-command)")
+    loudness.add_argument("-q", "--quiet", action="store_const", const=logging.WARNING, dest="log_level",
+                          help="log only warnings and errors (before the sub-command)")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_prepare, _add_train, _add_extract, _add_score, _add_eval, _add_table, _add_demo):
         add(sub)
@@ -373,6 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    configure_logging(args.log_level)
     try:
         args.func(args)
     except (CliError, ValueError, FileNotFoundError) as err:

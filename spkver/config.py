@@ -20,8 +20,13 @@ one to one onto a component::
       lr: 0.05
 
 The model's input dimension and class count are not configured: they come from the features and from the
-training speakers. :func:`save_config` writes the resolved configuration (every default filled in) so that an
-experiment dir documents exactly what ran.
+training speakers.
+
+A file may extend another and state only what differs: a top-level ``base: OTHER.yaml`` (a path relative to
+the file that names it; the base may have a base in turn) is read first, then the file's own keys are merged
+into it key by key (nested sections merged, any other value, lists included, replaced). :func:`load_config`
+resolves the bases, applies ``KEY=VALUE`` overrides and validates; :func:`save_config` writes the resolved
+configuration (every default filled in, no ``base``) so that an experiment dir documents exactly what ran.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from scoring.io import atomic_write_text
 from spkver.features import FeatureConfig
 
 # constructor arguments filled in by the trainer, never by the configuration
@@ -120,8 +126,8 @@ def _from_mapping(cls, data, source=None, section: str = ""):
     hints = typing.get_type_hints(cls)
     kwargs = {key: _check_type(value, hints[key], key, prefix) for key, value in data.items()}
     try:
-        return cls(**kwargs)
-    except ConfigError as err:
+        return cls(**kwargs)  # the values are checked by the dataclass's own __post_init__
+    except ValueError as err:
         raise ConfigError(f"{prefix}{err}") from None
 
 
@@ -179,7 +185,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """Training examples: random fixed-length chunks of training utterances (see ``spkver.data.dataset``).
+    """Training examples: random fixed-length chunks of training utterances (see ``spkver.data.examples``).
 
     Each batch draws one chunk length uniformly in ``[chunk_min_seconds, chunk_max_seconds]`` (as Kaldi's
     x-vector egs do per archive), so a batch needs no padding. ``speaker_balanced`` picks a speaker uniformly
@@ -338,10 +344,7 @@ class TrainConfig:
         data = dict(data)
         sections = {}
         if "features" in data:
-            try:
-                sections["features"] = FeatureConfig.from_dict(data.pop("features") or {})
-            except (ValueError, TypeError) as err:
-                raise ConfigError(f"{_where(source, 'features')}{err}") from None
+            sections["features"] = _from_mapping(FeatureConfig, data.pop("features"), source, "features")
         if "model" in data:
             sections["model"] = ModelConfig.from_dict(data.pop("model"), source)
         if "data" in data:
@@ -379,40 +382,119 @@ def apply_overrides(config: dict, overrides) -> dict:
     return out
 
 
-def load_config(path: str | os.PathLike, overrides=()) -> TrainConfig:
-    """Read a YAML training configuration, with optional ``KEY=VALUE`` overrides (:func:`apply_overrides`)
-    applied before validation; errors name ``path``, the section and the key at fault."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such configuration file: {path}")
+BASE_KEY = "base"
+
+
+def merge_config(base: dict, child: dict) -> dict:
+    """``base`` updated by ``child``, key by key: where both values are mappings they are merged the same way,
+    otherwise (scalars, lists, null) the child's value replaces the base's. The inputs are not modified."""
+    out = dict(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_config(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_mapping(path: Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML ({err})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def _base_chain(path: Path) -> list[tuple[Path, dict]]:
+    """``[(file, its own keys without base), ...]`` from ``path`` down to the file that has no base."""
+    chain: list[tuple[Path, dict]] = []
+    seen: list[Path] = []
+    while True:
+        real = path.resolve()
+        if real in seen:
+            files = " -> ".join(str(p) for p in [*(p for p, _ in chain), path])
+            raise ConfigError(f"configuration bases form a cycle: {files}")
+        seen.append(real)
+        data = dict(_read_mapping(path))
+        base = data.pop(BASE_KEY, None)
+        chain.append((path, data))
+        if base is None:
+            return chain
+        if not isinstance(base, str) or not base.strip():
+            raise ConfigError(f"{path}: {BASE_KEY} must be the path of a YAML file, got {base!r}")
+        parent = Path(os.path.normpath(path.parent / base))
+        if not parent.is_file():
+            raise ConfigError(f"{path}: {BASE_KEY} {base}: no such configuration file: {parent}")
+        path = parent
+
+
+def _merge_chain(chain: list[tuple[Path, dict]]) -> dict:
+    data: dict = {}
+    for _, own in reversed(chain):
+        data = merge_config(data, own)
+    return data
+
+
+def resolve_yaml(path: str | os.PathLike) -> dict:
+    """The mapping of YAML file ``path`` with its ``base`` chain resolved (:func:`merge_config`, the file's
+    keys over its base's), not yet validated. Raises :class:`ConfigError` naming the files of a cycle or a
+    missing base, ``FileNotFoundError`` for a missing ``path``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such configuration file: {path}")
+    return _merge_chain(_base_chain(path))
+
+
+def _problem(data: dict) -> str | None:
+    """The validation error of ``data`` without a file name, or None when it is valid."""
+    try:
+        TrainConfig.from_dict(data)
+    except ConfigError as err:
+        return str(err)
+    return None
+
+
+def load_config(path: str | os.PathLike, overrides=()) -> TrainConfig:
+    """Read a YAML training configuration: its bases resolved (:func:`resolve_yaml`), then the optional
+    ``KEY=VALUE`` overrides (:func:`apply_overrides`) applied, then validated. Errors name the file, the
+    section and the key at fault; a bad key or value that came from a base names that base."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such configuration file: {path}")
+    chain = _base_chain(path)
+    resolved = data = _merge_chain(chain)
     overrides = list(overrides)
     if overrides:
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
         try:
             data = apply_overrides(data, overrides)
         except ValueError as err:
             raise ConfigError(f"{path}: {err}") from None
-    return TrainConfig.from_dict(data, source=path)
+    try:
+        return TrainConfig.from_dict(data, source=path)
+    except ConfigError:
+        if len(chain) == 1:
+            raise
+    # name the deepest base that already has the problem (none when an override or the file itself caused it)
+    problem = _problem(data)
+    origin = path
+    if not overrides or _problem(resolved) == problem:
+        for i in range(1, len(chain)):
+            if _problem(_merge_chain(chain[i:])) != problem:
+                break
+            origin = chain[i][0]
+    if origin == path:
+        raise ConfigError(f"{path}: {problem}")
+    raise ConfigError(f"{origin}: {problem} (a base of {path})")
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> Path:
     """Write the resolved configuration as YAML, atomically (temp file + ``os.replace``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     return path
 
 

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from scoring.io import atomic_write
 
+log = logging.getLogger(__name__)
 P_TARGET = 0.01
 SYSTEMS = ("baseline", "proposed")
 
@@ -58,10 +60,6 @@ class DemoConfig:
                    epochs=1, examples_per_epoch=128, batch_size=32, chunk_seconds=(0.8, 1.0), lda_dim=8)
 
 
-def _log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
 class _Stages:
     """``.done`` markers: a stage runs unless its marker exists; the marker is written after it succeeds."""
 
@@ -94,14 +92,14 @@ def _train_config(cfg: DemoConfig, bayes: bool, seed: int):
 
 def make_demo_corpus(root: Path, cfg: DemoConfig, seed: int, workers: int = 1) -> None:
     """Training set, in-domain and out-of-domain evaluation sets, and their trial lists."""
-    from spkver.data.synthetic import make_corpus, make_trials
+    from spkver.data.synthetic.corpus import make_corpus, make_trials
 
     common = dict(sessions_per_speaker=cfg.sessions, utts_per_session=cfg.utts_per_session,
                   min_seconds=cfg.min_seconds, max_seconds=cfg.max_seconds, workers=workers)
-    _log(f"corpus: {cfg.train_speakers} training speakers (wideband)")
+    log.info("corpus: %d training speakers (wideband)", cfg.train_speakers)
     make_corpus(root / "train", cfg.train_speakers, domain="wide", seed=seed, **common)
     for name, domain in (("eval_wide", "wide"), ("eval_tel", "tel")):
-        _log(f"corpus: {cfg.eval_speakers} evaluation speakers ({domain})")
+        log.info("corpus: %d evaluation speakers (%s)", cfg.eval_speakers, domain)
         data = make_corpus(root / name, cfg.eval_speakers, domain=domain, seed=seed + 1,
                            speaker_offset=cfg.train_speakers, **common)
         make_trials(data, n_target=cfg.n_target, n_nontarget=cfg.n_nontarget, seed=seed,
@@ -127,32 +125,34 @@ def run_demo(out, quick: bool = False, seed: int = 0, cfg: DemoConfig | None = N
     for system in SYSTEMS:
         exp = out / "exp" / system
         if not stages.done(f"train_{system}"):
-            _log(f"training the {system} x-vector ({'Bayesian' if system == 'proposed' else 'deterministic'})")
+            kind = "Bayesian" if system == "proposed" else "deterministic"
+            log.info("training the %s x-vector (%s)", system, kind)
             train(_train_config(cfg, system == "proposed", seed), data / "train", exp,
                   resume=True, progress=True)
             stages.mark(f"train_{system}")
         for subset in ("train", "eval_wide", "eval_tel"):
             emb = out / "emb" / system / f"{subset}.npz"
             if not stages.done(f"extract_{system}_{subset}"):
-                _log(f"extracting {system} embeddings of {subset}")
-                extract(exp, emb, data_dir=data / subset, resume=True)
+                extract(exp, emb, data_dir=data / subset, resume=True, progress=True)
                 stages.mark(f"extract_{system}_{subset}")
 
-    _log("scoring (cosine, PLDA), fusion and report")
+    log.info("scoring (cosine, PLDA), fusion and report")
     results = score_demo(out, cfg)
     results["minutes"] = (time.perf_counter() - start) / 60.0
     results["config"] = dataclasses.asdict(cfg)
     with atomic_write(out / "report.json") as tmp:
         Path(tmp).write_text(json.dumps(results, indent=2) + "\n")
-    _log(f"done in {results['minutes']:.1f} min: {out / 'report.md'}, {out / 'report.json'}, {out / 'det.png'}")
+    log.info("done in %.1f min: %s, %s, %s", results["minutes"], out / "report.md", out / "report.json",
+             out / "det.png")
     return results
 
 
 def score_demo(out: Path, cfg: DemoConfig) -> dict:
-    """Back-ends, fusion, tables and DET plot from the demo's embeddings."""
+    """Back-ends, fusion, tables and DET plot from the demo's embeddings (``scoring.pipeline`` rows,
+    ``scoring.report`` tables: the same path as ``spkver eval`` and ``spkver table``)."""
     from scoring.io import read_embeddings, read_trials, read_utt2spk
-    from scoring.pipeline import comparison_table, evaluate_systems, score_systems
-    from scoring.report import det_plot
+    from scoring.pipeline import evaluate_systems, score_systems
+    from scoring.report import comparison_table, det_plot
 
     data, emb = out / "data", out / "emb"
     utt2spk = read_utt2spk(data / "train" / "utt2spk")
@@ -163,24 +163,26 @@ def score_demo(out: Path, cfg: DemoConfig) -> dict:
         groups = [eval_utt2spk[u] for u in trials.enroll]
         systems = {s: (read_embeddings(emb / s / "train.npz"), read_embeddings(emb / s / f"{eval_set}.npz"))
                    for s in SYSTEMS}
-        rows_by_backend = {}
+        entries = []
         for backend in ("cosine", "plda"):
             scores = score_systems(backend, systems, trials, utt2spk, lda_dim=cfg.lda_dim)
-            rows = evaluate_systems(scores, trials, p_targets=(P_TARGET,), fusion_groups=groups)
-            rows_by_backend[(label, backend)] = rows
+            rows, scores = evaluate_systems(scores, trials, p_targets=(P_TARGET,), fusion_groups=groups)
+            entries.append((label, backend, rows))
             if backend == "plda":
                 labels = trials.label
                 for name, s in scores.items():
                     det[f"{name} ({eval_set.split('_')[1]})"] = (s[labels == 1], s[labels == 0])
-        tables[label] = comparison_table(rows_by_backend, P_TARGET)
-        results[eval_set] = {backend: rows for (_, backend), rows in rows_by_backend.items()}
+        tables[label] = comparison_table(entries, P_TARGET)
+        results[eval_set] = {backend: rows for _, backend, rows in entries}
         print(f"\n{label}: EER(%) / minDCF(p_target={P_TARGET})\n{tables[label]}", flush=True)
 
     det_plot(det, out / "det.png", title="DET, PLDA back-end")
     report = ["# spkver demo", "",
               "Synthetic corpus: wideband training speakers; evaluation speakers disjoint from them, in the wideband",
               "domain (in-domain) and through a telephone channel (out-of-domain). Fusion: logistic regression",
-              "trained by 2-fold cross-validation over enrollment speakers.", ""]
+              "trained by 2-fold cross-validation over enrollment speakers. EER: the crossing EER (where the miss",
+              "and false-alarm rates cross, as Kaldi's compute-eer, SpeechBrain and WeSpeaker report it);",
+              "report.json also gives the ROC-convex-hull EER (eer_rocch) of every row.", ""]
     for label, table in tables.items():
         report += [f"## {label}: EER(%) / minDCF (P_tgt = {P_TARGET})", "", table.rstrip(), ""]
     with atomic_write(out / "report.md") as tmp:

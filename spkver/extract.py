@@ -34,10 +34,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from scoring.io import atomic_write, atomic_write_text, read_table, write_embeddings
 from spkver.audio import AudioError, is_pipe
-from spkver.data.dataset import utterance_features
-from spkver.data.kaldi import DataDir, read_table
+from spkver.data.examples import utterance_features
+from spkver.data.kaldi import DataDir, DataDirError
 from spkver.nn.tdnn import CONTEXT
+from spkver.progress import progress as show_progress
 
 log = logging.getLogger(__name__)
 MIN_FRAMES = CONTEXT + 1
@@ -82,7 +84,7 @@ def as_data(data_dir=None, wav_scp=None, files=None, audio_root=None) -> tuple[D
         wav_scp = Path(wav_scp)
         if not wav_scp.is_file():
             raise FileNotFoundError(f"no such wav.scp: {wav_scp}")
-        table = read_table(wav_scp, rest_as_value=True, check_sorted=False)
+        table = read_table(wav_scp, rest_as_value=True, error=DataDirError)
         if not table:
             raise ValueError(f"{wav_scp}: no entries")
         data = DataDir(wav_scp=table, utt2spk={u: u for u in table}, path=wav_scp.parent,
@@ -124,8 +126,9 @@ def durations(data: DataDir, utts: list[str]) -> dict[str, float | None]:
 
 
 def plan_batches(utts: list[str], seconds: dict, frames_per_second: float, batch_frames: int,
-                 max_frames: int) -> list[list[str]]:
-    """Group utterances, longest first, so that ``windows * longest window <= batch_frames`` per batch.
+                 max_frames: int, batch_size: int | None = None) -> list[list[str]]:
+    """Group utterances, longest first, so that ``windows * longest window <= batch_frames`` per batch, and
+    at most ``batch_size`` utterances (when given) are in one.
 
     Utterances of unknown duration come last, one per batch.
     """
@@ -135,7 +138,8 @@ def plan_batches(utts: list[str], seconds: dict, frames_per_second: float, batch
         frames = max(MIN_FRAMES, int(seconds[utt] * frames_per_second))
         n_win = math.ceil(frames / max_frames)
         win = math.ceil(frames / n_win)
-        if current and (windows + n_win) * max(longest, win) > batch_frames:
+        if current and ((windows + n_win) * max(longest, win) > batch_frames
+                        or batch_size is not None and len(current) >= batch_size):
             batches.append(current)
             current, windows, longest = [], 0, 0
         current.append(utt)
@@ -237,20 +241,23 @@ def iterate(data: DataDir, batches: list[list[str]], feature_cfg, embedder: Embe
     loader = DataLoader(BatchFeatures(data, batches, feature_cfg), batch_size=None, num_workers=num_workers,
                         worker_init_fn=_single_thread, prefetch_factor=4 if num_workers else None,
                         generator=torch.Generator())  # leaves the global RNG alone
-    if progress:
-        from tqdm import tqdm
-
-        loader = tqdm(loader, total=len(batches), desc="extract", unit="batch")
-    for items in loader:
-        bad = {u: err for u, f, err, _ in items if err is not None}
-        if bad and not skip_bad:
-            raise AudioError(next(iter(bad.values())) + " (skip_bad leaves such files out)")
-        good = [(u, f, s) for u, f, err, s in items if err is None]
-        if not good:
-            yield [], None, None, bad, 0.0
-            continue
-        emb, spread = embedder([f for _, f, _ in good])
-        yield [u for u, _, _ in good], emb, spread, bad, sum(s for _, _, s in good)
+    bar = show_progress(total=sum(len(b) for b in batches), desc="extract", unit="utt", disable=not progress)
+    try:
+        for items in loader:
+            bad = {u: err for u, f, err, _ in items if err is not None}
+            if bad and not skip_bad:
+                raise AudioError(next(iter(bad.values())) + " (skip_bad=True, --skip-bad on the command line, "
+                                                            "leaves such files out)")
+            good = [(u, f, s) for u, f, err, s in items if err is None]
+            if not good:
+                bar.update(len(items))
+                yield [], None, None, bad, 0.0
+                continue
+            emb, spread = embedder([f for _, f, _ in good])
+            bar.update(len(items))
+            yield [u for u, _, _ in good], emb, spread, bad, sum(s for _, _, s in good)
+    finally:
+        bar.close()
 
 
 # ------------------------------------------------------------------------------------------ partial store
@@ -277,7 +284,6 @@ def _read_partial(folder: Path, signature: dict) -> tuple[dict, dict]:
 
 
 def _write_chunk(path: Path, ids, emb, spread, bad: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
     arrays = dict(ids=np.array(ids, dtype=str), bad_ids=np.array(list(bad), dtype=str),
                   bad_reasons=np.array(list(bad.values()), dtype=str))
     if ids:
@@ -286,14 +292,11 @@ def _write_chunk(path: Path, ids, emb, spread, bad: dict) -> None:
             arrays["spread"] = spread
     else:
         arrays["embeddings"] = np.zeros((0, 0), dtype=np.float32)
-    with open(tmp, "wb") as fh:
+    with atomic_write(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **arrays)
-    os.replace(tmp, path)
 
 
 def _write_output(out: Path, ids: list[str], emb: np.ndarray, spread: np.ndarray | None) -> None:
-    from scoring.io import atomic_write, write_embeddings
-
     if out.suffix.lower() == ".npz" and spread is not None:
         with atomic_write(out) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, ids=np.array(ids, dtype=str), embeddings=emb, spread=spread)
@@ -307,7 +310,7 @@ def _write_output(out: Path, ids: list[str], emb: np.ndarray, spread: np.ndarray
 def extract(model_path, out, data_dir=None, wav_scp=None, files=None, mc_samples: int = 0,
             device: str = "cpu", batch_frames: int = 10000, skip_bad: bool = False, resume: bool = True,
             audio_root=None, max_seconds: float = 60.0, num_workers: int | None = None, amp: str | None = None,
-            progress: bool = False, seed: int = 0) -> ExtractSummary:
+            progress: bool = False, seed: int = 0, batch_size: int | None = None) -> ExtractSummary:
     """Extract one embedding per utterance with the model of ``model_path`` (checkpoint or experiment dir).
 
     Args:
@@ -315,12 +318,15 @@ def extract(model_path, out, data_dir=None, wav_scp=None, files=None, mc_samples
             ``.scp`` (a Kaldi archive and its index).
         data_dir / wav_scp / files: exactly one input (``audio_root`` resolves relative ``wav.scp`` paths).
         mc_samples: Bayesian models: 0 for the posterior mean, K > 0 to average K sampled embeddings.
-        device: ``cpu``, ``cuda``, ``cuda:N`` (under torchrun ``cuda`` means ``cuda:LOCAL_RANK``).
-        batch_frames: padded feature frames per batch. max_seconds: window length for long utterances.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N`` (under torchrun ``cuda`` means
+            ``cuda:LOCAL_RANK``).
+        batch_frames: padded feature frames per batch. batch_size: at most this many utterances per batch
+            (None: no limit besides ``batch_frames``). max_seconds: window length for long utterances.
         skip_bad: leave unreadable utterances out (reported) instead of raising :class:`AudioError`.
         resume: reuse the batches finished by an interrupted run (``OUT.partial/``).
-        num_workers: feature worker processes (default: 1 on CPU, 4 on GPU). amp: ``"bf16"``/``"fp16"``
-            autocast (CUDA). seed: seeds the Monte Carlo draws.
+        num_workers: feature worker processes (default: 1 on CPU, 4 on GPU). amp: ``"bf16"`` autocast (CUDA,
+            or CPU where supported), ``"fp16"`` (CUDA only) or None (float32). seed: seeds the Monte Carlo draws.
+        progress: a bar over the utterances (rank 0, only when stderr is a terminal).
     Returns:
         :class:`ExtractSummary` (the merged result on rank 0; this rank's share elsewhere).
     """
@@ -335,8 +341,16 @@ def extract(model_path, out, data_dir=None, wav_scp=None, files=None, mc_samples
         raise ValueError(f"mc_samples must be an integer >= 0, got {mc_samples!r}")
     if batch_frames <= 0 or max_seconds <= 0:
         raise ValueError("batch_frames and max_seconds must be positive")
+    if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size <= 0):
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    if num_workers is not None and (int(num_workers) != num_workers or num_workers < 0):
+        raise ValueError(f"num_workers must be an integer >= 0 or None, got {num_workers!r}")
+    if amp not in (None, "bf16", "fp16"):
+        raise ValueError(f"amp must be 'bf16', 'fp16' or None, got {amp!r}")
     data, order = as_data(data_dir, wav_scp, files, audio_root)
     info = distributed.setup(device)
+    if amp == "fp16" and info.device.type != "cuda":
+        raise ValueError(f"amp 'fp16' needs a CUDA device, not {info.device} (use 'bf16' or None)")
     ckpt = resolve_checkpoint(model_path)
     model, feature_cfg, meta = load_model(ckpt, device=info.device)
     fps = 1000.0 / feature_cfg.frame_shift_ms
@@ -351,12 +365,16 @@ def extract(model_path, out, data_dir=None, wav_scp=None, files=None, mc_samples
         if not resume or not done and not bad:
             shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True, exist_ok=True)
-        (partial / "meta.json").write_text(json.dumps(signature))
+        atomic_write_text(partial / "meta.json", json.dumps(signature))
     distributed.barrier(info)
     todo = [u for u in order if u not in done and u not in bad]
-    batches = plan_batches(todo, durations(data, todo), fps, batch_frames, max_frames)[info.rank::info.world_size]
+    batches = plan_batches(todo, durations(data, todo), fps, batch_frames, max_frames,
+                           batch_size)[info.rank::info.world_size]
     if num_workers is None:
         num_workers = 4 if info.device.type == "cuda" else 1
+    if info.is_main:
+        before = f" ({len(done) + len(bad)} done before)" if done or bad else ""
+        log.info("extracting %d utterance(s) with %s on %s%s", len(todo), ckpt, info.device, before)
     embedder = Embedder(model, info.device, mc_samples, max_frames, amp, seed=seed + 7919 * info.rank)
     summary = ExtractSummary(out=out, n_utts=len(order), n_resumed=len(done))
     run = uuid.uuid4().hex[:8]
@@ -385,4 +403,6 @@ def extract(model_path, out, data_dir=None, wav_scp=None, files=None, mc_samples
     if bad:
         log.warning("skipped %d bad utterance(s): %s", len(bad), ", ".join(sorted(bad)))
     summary.wall_seconds = time.perf_counter() - start_time
+    if info.is_main:
+        log.info("%s", summary)
     return summary

@@ -7,7 +7,8 @@ the negative ELBO (Blundell et al. 2015) divided by N_train.
 Experiment dir::
 
     config.yaml              the resolved configuration
-    train.log.jsonl          one JSON object per logged step ("kind": "step") and per epoch ("kind": "epoch")
+    train.log.jsonl          one JSON object per logged step ("kind": "step") and per epoch ("kind": "epoch";
+                             also logged at INFO as one summary line: loss, accuracy, KL, validation EER, time)
     checkpoints/epoch_NNN.pt after every epoch (atomic); latest.pt points at the newest
     final.pt                 the model-only checkpoint, once all epochs are done
     feats/                   the feature cache (unless data.cache_dir says otherwise)
@@ -34,6 +35,7 @@ import torch
 from spkver import checkpoint as ckpt
 from spkver import distributed
 from spkver.config import ConfigError, TrainConfig, as_config, save_config
+from spkver.progress import progress as show_progress
 
 log = logging.getLogger(__name__)
 # settings that may change between a run and its resumption
@@ -158,7 +160,7 @@ def validate(model, feature_cfg, dev_data, dev_trials, cache_root, device, audio
     from scoring.cosine import cosine_score
     from scoring.io import Embeddings, read_trials
     from scoring.metrics import eer
-    from spkver.data.dataset import FeatureCache
+    from spkver.data.examples import FeatureCache
     from spkver.data.kaldi import DataDir
     from spkver.extract import Embedder, plan_batches
 
@@ -205,7 +207,7 @@ def train(cfg: TrainConfig | str | os.PathLike, data_dir, exp_dir, init=None, re
         ``exp_dir/final.pt`` when training is complete, else the newest epoch checkpoint (``None`` on ranks
         other than 0).
     """
-    from spkver.data.dataset import training_set
+    from spkver.data.examples import training_set
     from spkver.data.kaldi import DataDir
     from spkver.nn.objective import XVectorObjective
     from spkver.nn.tdnn import build_model
@@ -266,16 +268,22 @@ def train(cfg: TrainConfig | str | os.PathLike, data_dir, exp_dir, init=None, re
                     speakers=examples.speakers, config=cfg.to_dict())
     latest = existing[-1] if existing else None
 
+    if info.is_main and epoch < last_epoch:
+        log.info("training %s on %d utterances of %d speakers (%s): epochs %d-%d of %d, %d steps each",
+                 cfg.model.name, len(examples.utts), len(examples.speakers), info.device, epoch + 1, last_epoch,
+                 cfg.epochs, steps_per_epoch)
     while epoch < last_epoch:
         epoch += 1
+        tic = time.perf_counter()
         step, totals = _train_epoch(net, model, examples, objective, optimizer, scheduler, scaler, cfg, info,
                                     epoch, step, logbook, progress)
         record = {"kind": "epoch", "epoch": epoch, "step": step, **_epoch_stats(totals, info)}
         if info.is_main and dev_data is not None and cfg.validate_every and epoch % cfg.validate_every == 0:
             record["valid"] = validate(model, cfg.features, dev_data, dev_trials, cache_root, info.device,
                                        audio_root)
-            log.info("epoch %d: validation EER %.2f%%", epoch, 100 * record["valid"]["eer"])
+        record["seconds"] = time.perf_counter() - tic
         if info.is_main:
+            log.info("%s", epoch_summary(record, cfg.epochs))
             latest = ckpt.save_checkpoint(
                 ckpt.epoch_path(exp_dir, epoch), model=model, epoch=epoch, step=step, optimizer=optimizer,
                 scheduler=scheduler, scaler=scaler, sampler={**examples.sampler.state_dict(), "epoch": epoch + 1,
@@ -289,6 +297,17 @@ def train(cfg: TrainConfig | str | os.PathLike, data_dir, exp_dir, init=None, re
     if epoch >= cfg.epochs and latest is not None:
         return ckpt.write_final(exp_dir, latest)
     return latest
+
+
+def epoch_summary(record: dict, epochs: int) -> str:
+    """One line for an epoch record of ``train.log.jsonl``: epoch, loss, accuracy, KL (when non-zero),
+    validation EER (when computed), time and throughput."""
+    text = f"epoch {record['epoch']}/{epochs}: loss {record['loss']:.4f}, acc {record['acc']:.3f}"
+    if record.get("kl"):
+        text += f", kl {record['kl']:.4g}"
+    if "valid" in record:
+        text += f", valid EER {100 * record['valid']['eer']:.2f}%"
+    return text + f" ({record['seconds']:.1f} s, {record['examples_per_s']:.0f} examples/s)"
 
 
 def _epoch_stats(totals: dict, info) -> dict:
@@ -307,11 +326,8 @@ def _train_epoch(net, model, examples, objective, optimizer, scheduler, scaler, 
     """One epoch of optimisation steps on this rank; returns the step count after it and summed stats."""
     net.train()
     loader = examples.loader(epoch)
-    bar = None
-    if progress and info.is_main:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(examples.sampler), desc=f"epoch {epoch}/{cfg.epochs}", unit="step", leave=False)
+    bar = show_progress(total=len(examples.sampler), desc=f"epoch {epoch}/{cfg.epochs}", unit="step", leave=False,
+                        disable=not (progress and info.is_main))
     totals = {"loss": 0.0, "ce": 0.0, "kl": 0.0, "acc": 0.0, "n": 0.0, "seconds": 0.0}
     window = {"loss": 0.0, "acc": 0.0, "n": 0}
     tic = time.perf_counter()
@@ -352,10 +368,9 @@ def _train_epoch(net, model, examples, objective, optimizer, scheduler, scaler, 
                           acc=window["acc"] / window["n"], ce=stats["ce"], kl=stats["kl"],
                           kl_weight=stats["kl_weight"], lr=lr)
             window = {"loss": 0.0, "acc": 0.0, "n": 0}
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{value:.3f}", acc=f"{stats['acc']:.3f}", kl=f"{stats['kl']:.3g}")
-    if bar is not None:
-        bar.close()
+        bar.update(1)
+        if not bar.disable:
+            bar.set_postfix(loss=f"{value:.3f}", acc=f"{stats['acc']:.3f}", kl=f"{stats['kl']:.3g}", refresh=False)
+    bar.close()
     totals["seconds"] = time.perf_counter() - tic
     return step, totals

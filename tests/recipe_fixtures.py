@@ -1,8 +1,8 @@
 """Tiny fabricated corpora in the real layouts the recipes read: VoxCeleb1, NIST SRE10-style, speechocean762.
 
-Speakers are source-filter voices (:mod:`spkver.data.voice`); each recording session (a VoxCeleb video, an SRE
-conversation side) varies the voice a little. Everything is drawn from ``numpy.random.default_rng`` with keyed
-seeds, so a fixture is the same on every run. Nothing is written outside the folder given.
+Speakers are source-filter voices (:mod:`spkver.data.synthetic.voice`); each recording session (a VoxCeleb video,
+an SRE conversation side) varies the voice a little. Everything is drawn from ``numpy.random.default_rng`` with
+keyed seeds, so a fixture is the same on every run. Nothing is written outside the folder given.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from spkver.data.voice import sample_speaker, synthesize, vary_session
+from spkver.data.synthetic.voice import sample_speaker, synthesize, vary_session
 
 
 def _speech(seed: int, speaker: int, session: int, utt: int, seconds: float, sample_rate: int) -> np.ndarray:

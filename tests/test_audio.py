@@ -59,7 +59,8 @@ def test_resample_keeps_frequency_and_length(tmp_path):
     out, sr = read_audio(path, sample_rate=16000)
     assert sr == 16000 and len(out) == 16000
     assert abs(_dominant_freq(out, sr) - 440) < 2
-    assert resample(np.zeros(10, np.float32), 16000, 16000).shape == (10,)
+    same = _tone(440, 16000, seconds=0.01)
+    np.testing.assert_array_equal(resample(same, 16000, 16000), same)  # same rate: the samples unchanged
 
 
 @pytest.mark.parametrize("make,message", [
@@ -126,3 +127,37 @@ def test_write_audio_is_atomic_and_readable(tmp_path):
     np.testing.assert_allclose(read_audio(tmp_path / "x" / "a.flac")[0], wave, atol=1 / 32768)
     with pytest.raises(ValueError, match="unknown audio suffix"):
         write_audio(tmp_path / "a.mp4", wave, 8000)
+
+
+def test_segment_read_by_offset_equals_slice_of_full_read(tmp_path, monkeypatch):
+    """A segment of a long two-channel file is read by seeking: only its frames are requested from soundfile."""
+    rng = np.random.default_rng(0)
+    stereo = rng.uniform(-0.5, 0.5, (8000 * 60, 2)).astype(np.float32)  # one minute at 8 kHz
+    path = tmp_path / "long.sph"
+    sf.write(path, stereo, 8000, format="NIST", subtype="PCM_16")
+    full, _ = read_audio(path, channel=1)
+    requested = []
+    real_read = sf.SoundFile.read
+
+    def spy(self, frames=-1, *args, **kwargs):
+        requested.append(frames)
+        return real_read(self, frames, *args, **kwargs)
+
+    monkeypatch.setattr(sf.SoundFile, "read", spy)
+    part, sr = read_audio(path, channel=1, segment=(30.25, 30.5))
+    assert sr == 8000 and requested == [2000]
+    np.testing.assert_array_equal(part, full[242000:244000])
+    np.testing.assert_array_equal(part, cut_segment(full, 8000, 30.25, 30.5))
+    np.testing.assert_array_equal(read_audio(path, channel=1, segment=(59.5, -1))[0], full[476000:])
+    with pytest.raises(AudioError, match="beyond the recording"):
+        read_audio(path, segment=(59.0, 61.0), utt="seg1")
+    piped, _ = load_entry(f"cat {path} |", channel=1, segment=(30.25, 30.5))  # the pipe's output, then cut
+    np.testing.assert_array_equal(piped, part)
+
+
+def test_write_audio_bytes_equal_a_direct_soundfile_write(tmp_path):
+    wave = _tone(440, 8000)
+    for name, fmt in (("a.wav", "WAV"), ("a.flac", "FLAC"), ("a.sph", "NIST")):
+        sf.write(tmp_path / f"direct_{name}", wave, 8000, format=fmt, subtype="PCM_16")
+        write_audio(tmp_path / name, wave, 8000)
+        assert (tmp_path / name).read_bytes() == (tmp_path / f"direct_{name}").read_bytes()

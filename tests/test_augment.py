@@ -75,8 +75,9 @@ def test_seeded_and_reproducible(folders):
     np.testing.assert_array_equal(a(clean, seed=3), b(clean, seed=3))
     assert not np.array_equal(a(clean, kind="babble", seed=3), a(clean, kind="babble", seed=4))
     assert sorted(a.kinds) == ["babble", "music", "noise", "reverb"]
-    out = a(torch.from_numpy(clean), kind="noise")
-    assert isinstance(out, torch.Tensor) and out.shape == (SR,)
+    out = a(torch.from_numpy(clean), kind="noise", seed=5)
+    assert isinstance(out, torch.Tensor)  # a tensor in, a tensor out, with the numpy path's values
+    np.testing.assert_array_equal(out.numpy(), a(clean, kind="noise", seed=5))
 
 
 def test_reverberate_by_hand():

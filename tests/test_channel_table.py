@@ -6,7 +6,7 @@ import soundfile as sf
 
 from scoring.report import evaluate_system, write_json
 from spkver.cli import main
-from spkver.data.channel import simulate_channel
+from spkver.data.corpora.channel import simulate_channel
 from spkver.data.kaldi import DataDir
 
 
@@ -51,7 +51,8 @@ def test_table_from_eval_json_and_bad_json(tmp_path, capsys):
     write_json(good, rows)
     assert main(["table", "--entry", "dev", "plda", str(good), "--out", str(tmp_path / "t.md")]) == 0
     table = (tmp_path / "t.md").read_text()
-    assert "| dev | plda |" in table and f"{rows[0]['eer']:.2f}" in table
+    cells = [c.strip() for c in table.splitlines()[2].strip("|").split("|")]
+    assert cells == ["dev", "plda"] + [f"{r['eer']:.2f} / {r['min_dcf']['0.01']:.4f}" for r in rows]
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     assert main(["table", "--entry", "dev", "plda", str(bad)]) == 2

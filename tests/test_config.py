@@ -67,6 +67,8 @@ def test_unknown_keys_are_rejected_naming_file_and_valid_keys(tmp_path, text, wo
     ("data:\n  examples_per_epoch: 10\n  batch_size: 64\n", "examples_per_epoch"),
     ("- 1\n- 2\n", "mapping"),
     ("device: tpu\n", "device"),
+    ("features:\n  num_ceps: 40\n", "section 'features'.*num_ceps"),  # FeatureConfig's own check
+    ("features:\n  low_freq: low\n", "section 'features'.*low_freq must be a number"),
 ])
 def test_invalid_values_raise_naming_the_key(tmp_path, text, word):
     path = _write(tmp_path / "bad.yaml", text)

@@ -1,4 +1,4 @@
-"""spkver.data.dataset: sampler determinism / resumption / sharding / balance, feature cache, bad audio."""
+"""spkver.data.examples: sampler determinism / resumption / sharding / balance, feature cache, bad audio."""
 
 import dataclasses
 import logging
@@ -10,7 +10,7 @@ import torch
 
 from spkver.audio import AudioError
 from spkver.config import DataConfig
-from spkver.data.dataset import (AudioChunks, ChunkSampler, FeatureCache, cut, frame_count, sample_count,
+from spkver.data.examples import (AudioChunks, ChunkSampler, FeatureCache, cut, frame_count, sample_count,
                                  training_set)
 from spkver.data.kaldi import DataDir
 from spkver.features import FeatureConfig, compute_features
@@ -124,7 +124,7 @@ def test_cache_matches_features_and_is_reused(tmp_path, monkeypatch):
     for i, utt in enumerate(cache.utts):
         wave, _ = data.load_audio(utt)
         np.testing.assert_array_equal(cache[i], compute_features(wave, FEATS).numpy())
-    import spkver.data.dataset as ds
+    import spkver.data.examples as ds
 
     monkeypatch.setattr(ds, "compute_features", lambda *a, **k: pytest.fail("recomputed a cached utterance"))
     again = FeatureCache.build(data, FEATS, tmp_path / "cache")

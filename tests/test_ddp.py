@@ -7,7 +7,7 @@ import torch
 import torch.multiprocessing as mp
 
 from spkver.checkpoint import load_checkpoint
-from spkver.data.synthetic import make_corpus
+from spkver.data.synthetic.corpus import make_corpus
 
 
 def _free_port() -> int:

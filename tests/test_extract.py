@@ -9,7 +9,7 @@ import torch
 from scoring.io import read_embeddings
 from spkver.audio import AudioError
 from spkver.checkpoint import save_checkpoint
-from spkver.data.synthetic import make_corpus
+from spkver.data.synthetic.corpus import make_corpus
 from spkver.extract import Embedder, extract, plan_batches, windows
 from spkver.features import FeatureConfig, compute_features
 from spkver.nn.tdnn import build_model
@@ -168,3 +168,45 @@ def test_batches_group_similar_lengths_under_the_budget():
     assert batches == [["b", "c"], ["d", "a"], ["e"]]
     long = plan_batches(["x"], {"x": 100.0}, 100.0, batch_frames=1, max_frames=3000)
     assert long == [["x"]]
+
+
+def test_batch_size_caps_the_utterances_per_batch():
+    seconds = {u: 1.0 for u in "abcde"}
+    assert plan_batches(list(seconds), seconds, 100.0, 10**6, 6000, batch_size=2) == [["a", "b"], ["c", "d"], ["e"]]
+    with pytest.raises(ValueError, match="batch_size"):
+        extract("unused.pt", "e.npz", files=["a.wav"], batch_size=0)
+
+
+def test_cli_extract_logs_its_summary_to_stderr(corpus, tmp_path, capsys):
+    from spkver.cli import main
+
+    out = tmp_path / "e.npz"
+    assert main(["extract", "--model", str(corpus["model"]), "--data", str(corpus["data"].path), "--out", str(out),
+                 "--batch-size", "2", "--workers", "0", "--amp", "none", "--device", "auto"]) == 0
+    printed, err = capsys.readouterr()
+    assert printed == "" and "\r" not in err
+    assert f"INFO wrote {len(corpus['data'].utts)} embeddings to {out}" in err
+    assert len(read_embeddings(out)) == len(corpus["data"].utts)
+
+
+@pytest.mark.parametrize("options, flag", [
+    (["--batch-size", "0"], "--batch-size"),
+    (["--batch-size", "two"], "--batch-size"),
+    (["--batch-frames", "-5"], "--batch-frames"),
+    (["--workers", "-1"], "--workers"),
+    (["--mc-samples", "-1"], "--mc-samples"),
+    (["--amp", "fp8"], "--amp"),
+    (["--amp", "fp16", "--device", "cpu"], "--amp fp16"),
+    (["--device", "gpu"], "--device"),
+])
+def test_cli_extract_names_the_bad_flag(corpus, tmp_path, capsys, options, flag):
+    from spkver.cli import main
+
+    try:
+        rc = main(["extract", "--model", str(corpus["model"]), "--data", str(corpus["data"].path),
+                   "--out", str(tmp_path / "e.npz")] + options)
+    except SystemExit as exit_:
+        rc = exit_.code
+    assert rc == 2
+    assert flag in capsys.readouterr().err
+    assert not (tmp_path / "e.npz").exists()

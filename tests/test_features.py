@@ -152,8 +152,10 @@ def test_compute_features_is_cmn_then_voiced_frames():
 
 def test_no_voiced_frame_keeps_all():
     cfg = FeatureConfig.voxceleb()
-    out = compute_features(np.zeros(8000, np.float32), cfg)
-    assert out.shape == (50, 30)
+    silence = np.zeros(8000, np.float32)
+    out = compute_features(silence, cfg)
+    assert out.shape == (50, 30)  # every frame kept, as if VAD were off
+    torch.testing.assert_close(out, compute_features(silence, FeatureConfig.voxceleb(vad=False)))
 
 
 def test_resampling_input_rate_and_bad_input():

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from scoring.io import (
-    Embeddings, ScoringInputError, Trials, align_scores, atomic_write, check_labels, read_embeddings,
-    read_scores, read_spk2utt, read_trials, read_utt2spk, write_embeddings, write_scores, write_trials,
+    Embeddings, ScoringInputError, Trials, align_scores, atomic_write, atomic_write_text, check_labels,
+    read_embeddings, read_scores, read_spk2utt, read_table, read_trials, read_utt2spk, table_rows, write_embeddings,
+    write_scores, write_trials,
 )
 
 
@@ -229,16 +230,44 @@ def test_speaker_maps(tmp_path):
     assert read_utt2spk(_write(tmp_path / "u", ["u1 s1", "u2 s1", "u3 s2"])) == {"u1": "s1", "u2": "s1", "u3": "s2"}
     assert read_spk2utt(_write(tmp_path / "s", ["s1 u1 u2", "s2 u3"])) == {"s1": ["u1", "u2"], "s2": ["u3"]}
     cases = [
-        (read_utt2spk, ["u1 s1", "u1 s2"], r"u:2: utterance u1 repeated \(first on line 1\)"),
-        (read_utt2spk, ["u1 s1 s2"], r"u:1: expected 'utt spk'"),
-        (read_spk2utt, ["s1 u1", "s2"], r"u:2: speaker s2 has no utterances"),
-        (read_spk2utt, ["s1 u1", "s1 u2"], r"u:2: speaker s1 repeated"),
+        (read_utt2spk, ["u1 s1", "u1 s2"], r"u:2: duplicate id 'u1' \(first on line 1\)"),
+        (read_utt2spk, ["u1 s1 s2"], r"u:1: expected 2 fields, got 3"),
+        (read_spk2utt, ["s1 u1", "s2"], r"u:2: expected at least 2 fields, got 1"),
+        (read_spk2utt, ["s1 u1", "s1 u2"], r"u:2: duplicate id 's1'"),
         (read_spk2utt, ["s1 u1", "s2 u2 u1"], r"u:2: utterance u1 listed twice \(also line 1\)"),
         (read_spk2utt, ["s1 u1 u1"], r"u:1: utterance u1 listed twice"),
     ]
     for reader, lines, message in cases:
         with pytest.raises(ScoringInputError, match=message):
             reader(_write(tmp_path / "u", lines))
+
+
+def test_table_reader_options(tmp_path):
+    scp = _write(tmp_path / "wav.scp", ["b  sox x.wav -t wav - |", "", "a y.wav"])
+    assert read_table(scp, rest_as_value=True) == {"b": "sox x.wav -t wav - |", "a": "y.wav"}
+    assert [row[0] for row in table_rows(scp, max_fields=None)] == [1, 3]  # line numbers, blank line skipped
+    with pytest.raises(ScoringInputError, match=r"wav.scp:3: id 'a' is out of order after 'b'"):
+        read_table(scp, max_fields=None, check_sorted=True)
+    with pytest.raises(KeyError, match=r"wav.scp:2: blank line"):
+        read_table(scp, max_fields=None, skip_blank=False, error=KeyError)
+    seg = _write(tmp_path / "segments", ["u1 r1 0 1", "u2 r1 1"])
+    with pytest.raises(ScoringInputError, match=r"segments:2: expected 4 fields, got 3: 'u2 r1 1'"):
+        read_table(seg, min_fields=4, max_fields=4)
+    with pytest.raises(ScoringInputError, match="absent: cannot open"):
+        read_table(tmp_path / "absent")
+
+
+def test_atomic_write_text(tmp_path):
+    atomic_write_text(tmp_path / "d" / "a.txt", "x\n")
+    atomic_write_text(tmp_path / "d" / "b.txt", (f"{i}\n" for i in range(3)))
+    assert (tmp_path / "d" / "a.txt").read_text() == "x\n" and (tmp_path / "d" / "b.txt").read_text() == "0\n1\n2\n"
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["a.txt", "b.txt"]  # no temporary files left
+
+
+def test_embio_does_not_import_io():
+    """scoring.embio builds on scoring._base, not on scoring.io (which re-exports it): no import cycle."""
+    code = "import sys, scoring.embio\nassert 'scoring.io' not in sys.modules, 'scoring.embio imported scoring.io'\n"
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=60)
 
 
 def test_atomic_write_keeps_old_file_on_error(tmp_path):

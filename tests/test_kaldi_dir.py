@@ -40,11 +40,14 @@ def test_load_derives_spk2utt_and_resolves_against_parent(corpus):
 
 def test_paths_resolve_against_data_dir_first_then_audio_root(corpus, tmp_path):
     (corpus / "audio").mkdir()
-    sf.write(corpus / "audio" / "spkB-001.wav", np.ones(100, np.float32) * 0.5, 8000)
+    inside = np.full(100, 0.5, np.float32)
+    sf.write(corpus / "audio" / "spkB-001.wav", inside, 8000)
+    parent = {u: sf.read(tmp_path / "audio" / f"{u}.wav", dtype="float32")[0] for u in ("spkA-001", "spkB-001")}
     d = DataDir.load(corpus)
-    assert d.load_audio("spkB-001")[0].shape == (100,)  # found inside the data dir
-    assert d.load_audio("spkA-001")[0].shape == (800,)  # falls back to the parent
-    assert DataDir.load(corpus, audio_root=tmp_path).load_audio("spkB-001")[0].shape == (800,)
+    np.testing.assert_array_equal(d.load_audio("spkB-001")[0], inside)  # found inside the data dir
+    np.testing.assert_array_equal(d.load_audio("spkA-001")[0], parent["spkA-001"])  # falls back to the parent
+    rooted = DataDir.load(corpus, audio_root=tmp_path)
+    np.testing.assert_array_equal(rooted.load_audio("spkB-001")[0], parent["spkB-001"])
 
 
 def test_c_locale_order():
@@ -75,7 +78,7 @@ def test_missing_files_are_reported(tmp_path):
         DataDir.load(tmp_path)
 
 
-def test_segments_and_reco2channel(tmp_path):
+def test_segments_and_reco2channel(tmp_path, monkeypatch):
     left = np.linspace(-0.5, 0.5, 1600, dtype=np.float32)
     sf.write(tmp_path / "conv.sph", np.stack([left, -left], 1), 8000, format="NIST", subtype="PCM_16")
     _write(tmp_path / "wav.scp", ["conv-a conv.sph", "conv-b conv.sph"])
@@ -83,8 +86,12 @@ def test_segments_and_reco2channel(tmp_path):
     _write(tmp_path / "utt2spk", ["x-1 x", "y-1 y"])
     _write(tmp_path / "reco2channel", ["conv-a 0", "conv-b 1"])
     d = DataDir.load(tmp_path)
+    requested, real_read = [], sf.SoundFile.read
+    monkeypatch.setattr(sf.SoundFile, "read", lambda f, frames=-1, *a, **k: requested.append(frames)
+                        or real_read(f, frames, *a, **k))
     np.testing.assert_allclose(d.load_audio("x-1")[0], left[:800], atol=1 / 32768)
     np.testing.assert_allclose(d.load_audio("y-1")[0], -left[800:1600], atol=1 / 32768)
+    assert requested == [800, 800]  # each segment's frames only, not the recording
     _write(tmp_path / "segments", ["x-1 conv-a 0.0 0.1", "y-1 conv-c 0.1 0.2"])
     with pytest.raises(DataDirError, match="recording 'conv-c' of utterance 'y-1' is not in wav.scp"):
         DataDir.load(tmp_path)
@@ -111,3 +118,15 @@ def test_in_memory_dir_validates_before_saving(tmp_path):
     with pytest.raises(DataDirError, match="wav.scp: id 'u1' is out of C-locale order"):
         d.save(tmp_path / "d")
     assert not (tmp_path / "d").exists()
+
+
+def test_pipe_entries_load_and_cut_their_segments(tmp_path):
+    """A ``command |`` value has several fields: the rest of the line is the value (Kaldi's wav.scp)."""
+    wave = np.linspace(-0.5, 0.5, 1600, dtype=np.float32)
+    sf.write(tmp_path / "rec.wav", wave, 8000)
+    _write(tmp_path / "wav.scp", [f"rec cat {tmp_path / 'rec.wav'} |"])
+    _write(tmp_path / "segments", ["s-1 rec 0.1 0.15"])
+    _write(tmp_path / "utt2spk", ["s-1 s"])
+    d = DataDir.load(tmp_path)
+    assert d.wav_scp == {"rec": f"cat {tmp_path / 'rec.wav'} |"}
+    np.testing.assert_allclose(d.load_audio("s-1")[0], wave[800:1200], atol=1 / 32768)

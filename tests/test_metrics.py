@@ -18,7 +18,7 @@ def brute_points(tar, non):
     return out
 
 
-def brute_eer_interp(tar, non):
+def brute_eer_crossing(tar, non):
     pts = brute_points(tar, non)
     for (_, m0, f0), (_, m1, f1) in zip(pts, pts[1:]):
         d0, d1 = m0 - f0, m1 - f1
@@ -85,17 +85,17 @@ CASES = [(seed, tied) for seed in range(12) for tied in (False, True)]
 
 # ------------------------------------------------------------------------------------ brute force
 @pytest.mark.parametrize("seed,tied", CASES)
-def test_eer_interp_matches_brute_force(seed, tied):
+def test_eer_crossing_matches_brute_force(seed, tied):
     tar, non = random_sets(seed, tied)
-    assert M.eer_interp(tar, non) == pytest.approx(brute_eer_interp(tar, non), abs=1e-12)
+    assert M.eer(tar, non) == pytest.approx(brute_eer_crossing(tar, non), abs=1e-12)
 
 
 @pytest.mark.parametrize("seed,tied", CASES)
 def test_rocch_eer_matches_brute_force_hull(seed, tied):
     tar, non = random_sets(seed, tied)
-    value = M.eer(tar, non)
+    value = M.eer_rocch(tar, non)
     assert value == pytest.approx(brute_rocch_eer(tar, non), abs=1e-12)
-    assert value <= M.eer_interp(tar, non) + 1e-12 and value <= 0.5
+    assert value <= M.eer(tar, non) + 1e-12 and value <= 0.5
 
 
 @pytest.mark.parametrize("seed,tied", CASES)
@@ -144,21 +144,21 @@ def test_min_cllr_matches_pure_python_pav(seed, tied):
 # ------------------------------------------------------------------------------------ hand-made cases
 def test_perfect_separation():
     tar, non = [2.0, 3.0, 5.0], [-1.0, 0.0, 1.0, 1.5]
-    assert M.eer(tar, non) == 0 and M.eer_interp(tar, non) == 0
+    assert M.eer_rocch(tar, non) == 0 and M.eer(tar, non) == 0
     assert M.min_dcf(tar, non, 0.01) == 0 and M.min_cllr(tar, non) == 0
 
 
 def test_inverted_scores():
     tar, non = [-1.0, 0.0, 1.0], [2.0, 3.0]
-    assert M.eer_interp(tar, non) == 1.0  # empirical curve passes through (P_fa, P_miss) = (1, 1)
-    assert M.eer(tar, non) == 0.5  # the hull never does worse than chance
+    assert M.eer(tar, non) == 1.0  # empirical curve passes through (P_fa, P_miss) = (1, 1)
+    assert M.eer_rocch(tar, non) == 0.5  # the hull never does worse than chance
     assert M.min_dcf(tar, non, 0.01) == 1.0 and M.min_dcf(tar, non, 0.5) == 1.0
     assert M.min_cllr(tar, non) == pytest.approx(1.0)
 
 
 def test_all_scores_tied_are_one_threshold():
     tar, non = [0.3] * 4, [0.3] * 7
-    assert M.eer(tar, non) == 0.5 and M.eer_interp(tar, non) == 0.5
+    assert M.eer_rocch(tar, non) == 0.5 and M.eer(tar, non) == 0.5
     assert M.min_dcf(tar, non, 0.01) == 1.0 and M.min_cllr(tar, non) == pytest.approx(1.0)
     pmiss, pfa, thr = M.det_curve(tar, non)
     np.testing.assert_array_equal(pmiss, [0, 1])
@@ -168,9 +168,9 @@ def test_all_scores_tied_are_one_threshold():
 def test_single_target_hand_computed():
     tar, non = [0.5], [0.0, 1.0, 2.0]
     # empirical points (P_fa, P_miss): (1,0) (2/3,0) (2/3,1) (1/3,1) (0,1): vertical crossing at 2/3
-    assert M.eer_interp(tar, non) == pytest.approx(2 / 3)
+    assert M.eer(tar, non) == pytest.approx(2 / 3)
     # PAV pools {target 0.5, non-targets 1, 2}: hull (1,0) -> (2/3,0) -> (0,1), crossing at 0.4
-    assert M.eer(tar, non) == pytest.approx(0.4)
+    assert M.eer_rocch(tar, non) == pytest.approx(0.4)
     value, thr = M.min_dcf(tar, non, 0.5, return_threshold=True)  # P_miss + P_fa, best at threshold 0.5
     assert value == pytest.approx(2 / 3) and thr == 0.5
 
@@ -239,7 +239,7 @@ def test_det_curve_decimation_keeps_ends_and_limit():
     ([[1.0, 2.0]], [0.0], "1-D"),
 ])
 def test_bad_scores_are_rejected(tar, non, match):
-    for fn in (M.eer, M.eer_interp, M.min_cllr, M.det_curve, M.cllr):
+    for fn in (M.eer_rocch, M.eer, M.min_cllr, M.det_curve, M.cllr):
         with pytest.raises(ValueError, match=match.replace("tar:", "tar.*:").replace("non:", "non.*:")):
             fn(tar, non)
 
@@ -262,7 +262,7 @@ def clustered_trials(n_clusters=40, per_cluster=30, seed=0):
     return scores, labels, cluster
 
 
-@pytest.mark.parametrize("metric,kwargs", [(M.eer, None), (M.eer_interp, None),
+@pytest.mark.parametrize("metric,kwargs", [(M.eer_rocch, None), (M.eer, None),
                                            (M.min_dcf, {"p_target": 0.05}), (M.min_cllr, None)])
 def test_bootstrap_histogram_path_equals_generic_path(metric, kwargs):
     scores, labels, cluster = clustered_trials()
@@ -299,7 +299,7 @@ def test_against_speechbrain():
     """SpeechBrain's EER picks the threshold where |P_fa - P_miss| is smallest and returns their mean (no
     interpolation), over thresholds that include reject-all but not accept-all; its minDCF is the same minimum
     but not normalised. So: minDCF equal after dividing by min(c_miss p, c_fa (1 - p)) (accept-all costs
-    (1 - p) / p > 1 for p < 0.5, never the minimum), EER within half a step of ``eer_interp``."""
+    (1 - p) / p > 1 for p < 0.5, never the minimum), EER within half a step of ``eer`` (the crossing EER)."""
     metric_stats = pytest.importorskip("speechbrain.utils.metric_stats")
     import torch
 
@@ -308,7 +308,34 @@ def test_against_speechbrain():
         tar, non = rng.normal(1.5, 1, 60), rng.normal(0, 1, 200)
         t, n = torch.from_numpy(tar), torch.from_numpy(non)
         sb_eer, _ = metric_stats.EER(t, n)
-        assert abs(sb_eer - M.eer_interp(tar, non)) <= 0.5 * max(1 / tar.size, 1 / non.size) + 1e-6
+        assert abs(sb_eer - M.eer(tar, non)) <= 0.5 * max(1 / tar.size, 1 / non.size) + 1e-6
         for p in (0.01, 0.05, 0.3):
             sb_dcf, _ = metric_stats.minDCF(t, n, p_target=p)
             assert sb_dcf / min(p, 1 - p) == pytest.approx(M.min_dcf(tar, non, p), rel=1e-5)
+
+
+def test_crossing_eer_agrees_with_scikit_learn_roc_curve():
+    """The usual recipe on ``sklearn.metrics.roc_curve`` (the point where |FNR - FPR| is smallest) picks one of
+    the two ROC points around the crossing: within one step of the interpolated ``eer``."""
+    from sklearn.metrics import roc_curve
+
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        tar, non = rng.normal(2.0, 1, 300), rng.normal(0, 1, 2000)
+        y = np.r_[np.ones(tar.size), np.zeros(non.size)]
+        fpr, tpr, _ = roc_curve(y, np.r_[tar, non])
+        k = int(np.nanargmin(np.abs((1 - tpr) - fpr)))
+        sk_eer = 0.5 * (fpr[k] + 1 - tpr[k])
+        assert abs(sk_eer - M.eer(tar, non)) <= max(1 / tar.size, 1 / non.size)
+
+
+def test_hard_target_cluster_separates_the_two_eers():
+    """A cluster of hard targets below most non-targets bends the empirical ROC: the convex hull bridges the
+    dent, so the ROCCH EER is several points below the crossing EER that other toolkits print."""
+    rng = np.random.default_rng(0)
+    tar = np.r_[rng.normal(3.0, 0.5, 800), rng.normal(-0.5, 0.2, 200)]  # 20% hard targets
+    non = rng.normal(0.0, 1.0, 5000)
+    crossing, hull = M.eer(tar, non), M.eer_rocch(tar, non)
+    # the crossing lies where the hard targets are all missed and P_fa has come down to 20%
+    assert crossing == pytest.approx(0.2, abs=0.005)
+    assert crossing - hull > 0.025

@@ -32,9 +32,15 @@ def test_kl_term_scale_and_warmup():
         assert stats["ce"] == pytest.approx(ce.item(), rel=1e-6)
         assert stats["kl"] == pytest.approx(kl.item(), rel=1e-6)
         assert (loss - ce).item() == pytest.approx(w * kl.item() / 500, rel=1e-5, abs=1e-7)
-    assert 0.0 <= stats["acc"] <= 1.0
+    assert stats["acc"] == pytest.approx((logits.argmax(1) == labels).float().mean().item())
+    # the gradient reaching sigma is that of CE + w KL / N (here w = 0.5, N = 500), not that of CE alone
+    rho = model.frame_1.weight_rho
+    ce = torch.nn.functional.cross_entropy(logits, labels)
+    (grad_ce,) = torch.autograd.grad(ce, rho, retain_graph=True)
+    (grad_total,) = torch.autograd.grad(ce + 0.5 * model.kl() / 500, rho, retain_graph=True)
     loss.backward()
-    assert model.frame_1.weight_rho.grad is not None
+    assert torch.allclose(rho.grad, grad_total, rtol=1e-5, atol=1e-9)
+    assert not torch.allclose(rho.grad, grad_ce, rtol=1e-3, atol=0)
 
 
 def test_baseline_loss_is_cross_entropy():

@@ -5,8 +5,8 @@ import pytest
 import soundfile as sf
 
 from spkver.data.kaldi import DataDir
-from spkver.data.sre import prepare_sre
-from spkver.data.voxceleb import prepare_voxceleb
+from spkver.data.corpora.sre import prepare_sre
+from spkver.data.corpora.voxceleb import prepare_voxceleb
 
 SR = 16000
 

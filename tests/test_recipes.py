@@ -1,5 +1,5 @@
 """The recipes end to end (every stage, debug configurations) on tiny fabricated corpora in the real layouts,
-and the recipes' helper scripts (configuration overrides, data-dir merging, aggregation over seeds)."""
+and the recipes' helper scripts (data-dir merging, aggregation over seeds)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ import yaml
 from recipe_fixtures import so762_corpus, sre10_corpus, voxceleb_corpus
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-CELL = re.compile(r"^\d+\.\d{2} / \d\.\d{4}$")  # "EER / minDCF"
+NUM = r"\d+\.\d{2}(?: \[\d+\.\d{2}, \d+\.\d{2}\])?"  # EER, optionally with its bootstrap interval
+DCF = r"\d\.\d{4}(?: \[\d\.\d{4}, \d\.\d{4}\])?"
+CELL = re.compile(rf"^{NUM} / {DCF}$")  # "EER / minDCF", with or without intervals
 
 
 def _env() -> dict:
@@ -47,7 +49,7 @@ def _tables(markdown: str) -> dict[str, list[list[str]]]:
     for line in markdown.splitlines():
         if line.startswith("#"):
             heading = line.lstrip("#").strip()
-        elif line.startswith("|") and not line.startswith("|---") and not line.startswith("| eval set"):
+        elif line.startswith("|") and not re.match(r"^\|[-:| ]+\|$", line) and not line.startswith("| eval set"):
             tables.setdefault(heading, []).append([c.strip() for c in line.strip().strip("|").split("|")])
     return tables
 
@@ -63,7 +65,16 @@ def _check_results(path: Path, expected: dict[str, set[str]]) -> None:
         assert {(r[0], r[1]) for r in rows} == {(label, b) for label in labels for b in ("cosine", "plda")}
         for row in rows:
             assert len(row) == 5 and all(CELL.match(c) for c in row[2:]), f"{path}: non-numeric row {row}"
-            assert all(0.0 <= float(c.split(" / ")[0]) <= 100.0 for c in row[2:])
+
+
+def _metrics_of(trials: Path, scores: Path) -> tuple[float, float]:
+    """(EER %, minDCF at 0.01) computed directly from a score file."""
+    from scoring import io, metrics
+
+    t = io.read_trials(trials)
+    x = io.align_scores(t, scores)
+    lab = t.label == 1
+    return 100 * metrics.eer(x[lab], x[~lab]), metrics.min_dcf(x[lab], x[~lab], 0.01)
 
 
 # ------------------------------------------------------------------------------------------ end to end
@@ -75,8 +86,8 @@ def test_voxceleb_recipe_with_cross_corpus_sre10(tmp_path):
     _check_results(tmp_path / "exp" / "results.md", {"in-domain": {"VoxCeleb1-O (cleaned)"},
                                                       "out-of-domain": {"SRE10 core (cross-corpus)"}})
     assert (tmp_path / "exp" / "results" / "vox1_o_plda.png").stat().st_size > 0
-    conf = yaml.safe_load((tmp_path / "exp" / "conf" / "proposed.yaml").read_text())
-    assert conf["model"]["name"] == "bayes_xvector"
+    conf = yaml.safe_load((tmp_path / "exp" / "proposed" / "config.yaml").read_text())  # resolved: base + --set
+    assert conf["model"]["name"] == "bayes_xvector" and conf["model"]["channels"] == 32 and "base" not in conf
     assert conf["data"]["cache_dir"] == str(tmp_path / "exp" / "feats")
 
     # a rerun skips every finished step
@@ -102,29 +113,25 @@ def test_so762_recipe_seeds_and_telephone_channel(tmp_path):
     _recipe("so762", ["--root", "so762", "--conf", "debug", "--seeds", "3", "--nj", 2], tmp_path)
     labels = {"dev (in-domain)", "dev, telephone channel (out-of-domain)"}
     _check_results(tmp_path / "exp" / "seed3" / "results.md", {"speechocean762": labels})
-    summary = _tables((tmp_path / "exp" / "results.md").read_text())
-    rows = next(rows for heading, rows in summary.items() if heading.startswith("Results over 1 seed"))
+    # a cell of the per-seed table is the metric of its score file
+    row = next(r for r in _tables((tmp_path / "exp" / "seed3" / "results.md").read_text())[
+        next(h for h in _tables((tmp_path / "exp" / "seed3" / "results.md").read_text()) if h.startswith("speech"))]
+        if r[:2] == ["dev (in-domain)", "plda"])
+    eer, dcf = _metrics_of(tmp_path / "data" / "dev" / "trials", tmp_path / "exp" / "seed3" / "scores" / "dev" /
+                           "plda_baseline.txt")
+    assert row[2].startswith(f"{eer:.2f} [") and f" / {dcf:.4f} [" in row[2]
+    # stage 7 over one seed: that seed's figures (a single run has no spread to show)
+    text = (tmp_path / "exp" / "results.md").read_text()
+    assert text.startswith("# Results over 1 seed(s): 3")
+    summary = _tables(text)
+    rows = next(rows for heading, rows in summary.items() if heading.startswith("speechocean762"))
     assert {(r[0], r[1]) for r in rows} == {(label, b) for label in labels for b in ("cosine", "plda")}
-    assert all(re.match(r"^\d+\.\d+$", c) for r in rows for c in r[2:])
-    per_seed = next(rows for heading, rows in summary.items() if heading.startswith("Per seed"))
-    assert all(r[2] == "3" and "[" in r[3] for r in per_seed)  # bootstrap intervals present
+    cell = next(r for r in rows if r[:2] == ["dev (in-domain)", "plda"])[2]
+    assert cell == f"{eer:.2f} / {dcf:.4f}"
+    per_seed = next(rows for heading, rows in summary.items() if heading.startswith("Seed 3"))
+    assert all("[" in c for r in per_seed for c in r[2:])  # bootstrap intervals present
     tel = (tmp_path / "data" / "dev_tel" / "wav.scp").read_text().split()
     assert tel[1].startswith("wav/") and tel[1].endswith(".wav")
-    # the fusion control on two seeds (seed 4: seed 3's scores with noise added)
-    control = ["bash", RECIPES / "so762" / "local" / "fusion_control.sh"]
-    assert "at least two seeds" in _run(control + ["--seeds", "3"], tmp_path, 2).stderr
-    assert "seed9" in _run(control + ["--seeds", "3 9"], tmp_path, 2).stderr
-    rng = np.random.default_rng(0)
-    for src in (tmp_path / "exp" / "seed3" / "scores").rglob("*.txt"):
-        dst = tmp_path / "exp" / "seed4" / src.relative_to(tmp_path / "exp" / "seed3")
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        lines = [line.split() for line in src.read_text().splitlines()]
-        dst.write_text("".join(f"{a} {b} {float(x) + rng.normal():.6f}\n" for a, b, x in lines))
-    shutil.copytree(tmp_path / "exp" / "seed3" / "results", tmp_path / "exp" / "seed4" / "results")
-    rows = [r for r in _tables(_run(control + ["--seeds", "3 4"], tmp_path).stdout).values()][0]
-    assert [(r[0], r[1]) for r in rows] == [("in-domain", "cosine"), ("in-domain", "plda"),
-                                                ("telephone", "cosine"), ("telephone", "plda")]
-    assert all(re.match(r"^\d+\.\d{2} / \d\.\d{4}$", c) for r in rows for c in r[2:])
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -177,21 +184,6 @@ def test_options_are_checked(tmp_path):
     assert not (tmp_path / "exp").exists()
 
 
-def test_make_conf_overrides(tmp_path):
-    base = tmp_path / "base.yaml"
-    base.write_text("seed: 0\nmodel:\n  name: xvector\n  channels: 32\ndata:\n  batch_size: 8\n")
-    out = tmp_path / "run" / "conf.yaml"
-    _run([sys.executable, RECIPES / "common" / "make_conf.py", base, out, "seed=4", "model.channels=16",
-          "data.augment.musan=/corpora/musan", "optim.betas=[0.8, 0.9]"], tmp_path)
-    conf = yaml.safe_load(out.read_text())
-    assert conf == {"seed": 4, "model": {"name": "xvector", "channels": 16},
-                    "data": {"batch_size": 8, "augment": {"musan": "/corpora/musan"}},
-                    "optim": {"betas": [0.8, 0.9]}}
-    assert yaml.safe_load(base.read_text())["seed"] == 0
-    bad = _run([sys.executable, RECIPES / "common" / "make_conf.py", base, out, "model.channels.x=1"], tmp_path, 2)
-    assert "model.channels is not a section" in bad.stderr
-
-
 def _data_dir(path: Path, utts: dict[str, str]) -> Path:
     path.mkdir(parents=True)
     (path / "wav.scp").write_text("".join(f"{u} audio/{u}.wav\n" for u in sorted(utts)))
@@ -220,64 +212,81 @@ def test_prepare_combine(tmp_path, capsys):
         combine_data_dirs(tmp_path / "out4", [])
 
 
-def _eval_json(path: Path, eer: dict, dcf: dict, ci: bool) -> None:
-    rows = []
-    for name in ("baseline", "proposed", "fusion"):
-        row = {"name": name, "eer": eer[name], "min_dcf": {"0.01": dcf[name]}, "n_target": 5, "n_nontarget": 15}
-        if ci:
-            row["eer_ci"] = [eer[name] - 1.0, eer[name] + 1.0]
-            row["min_dcf_ci"] = {"0.01": [dcf[name] - 0.1, dcf[name] + 0.1]}
-        rows.append(row)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"systems": rows}))
-
-
-def test_aggregate_seeds(tmp_path):
-    _eval_json(tmp_path / "seed0" / "r.json", {"baseline": 10.0, "proposed": 8.0, "fusion": 7.0},
-               {"baseline": 0.5, "proposed": 0.4, "fusion": 0.4}, ci=True)
-    _eval_json(tmp_path / "seed1" / "r.json", {"baseline": 14.0, "proposed": 8.0, "fusion": 9.0},
-               {"baseline": 0.7, "proposed": 0.4, "fusion": 0.5}, ci=False)
-    out = _run([sys.executable, RECIPES / "so762" / "local" / "aggregate_seeds.py", "--exp", tmp_path,
-                "--seeds", "0", "1", "--p-target", "0.01", "--entry", "dev", "plda", "r.json"], tmp_path).stdout
-    tables = _tables(out)
-    (summary,) = tables["Results over 2 seed(s): 0 1"]
-    # mean +- sample standard deviation: EER (10, 14) -> 12 +- 2.83; minDCF (0.5, 0.7) -> 0.6 +- 0.1414
-    assert summary == ["dev", "plda", "12.00 ± 2.83", "8.00 ± 0.00", "8.00 ± 1.41",
-                       "0.6000 ± 0.1414", "0.4000 ± 0.0000", "0.4500 ± 0.0707"]
-    seed0, seed1 = next(rows for h, rows in tables.items() if h.startswith("Per seed"))
-    assert seed0[3] == "10.00 [9.00, 11.00] / 0.5000 [0.4000, 0.6000]"
-    assert seed1[3] == "14.00 / 0.7000"
-    bad = _run([sys.executable, RECIPES / "so762" / "local" / "aggregate_seeds.py", "--exp", tmp_path,
-                "--seeds", "0", "2", "--p-target", "0.01", "--entry", "dev", "plda", "r.json"], tmp_path, 2)
-    assert "seed2" in bad.stderr and "no such file" in bad.stderr
-
-
-def test_study_table(tmp_path):
-    def run_dir(root, seeds, offset):
-        for seed in seeds:
-            for name in ("dev", "dev_tel"):
+def _scored_runs(root: Path, seeds=(0, 1, 2), n_spk=8) -> None:
+    """A finished so762 run as the helper scripts see it: data/dev/{trials,utt2spk} and per seed the score files
+    of both systems on dev and dev_tel under both back-ends (scores: a shift on targets plus noise)."""
+    rng = np.random.default_rng(0)
+    utts = [f"s{s}-u{u}" for s in range(n_spk) for u in range(4)]
+    dev = root / "data" / "dev"
+    dev.mkdir(parents=True)
+    (dev / "utt2spk").write_text("".join(f"{u} {u.split('-')[0]}\n" for u in utts))
+    pairs = [(a, b) for i, a in enumerate(utts) for b in utts[i + 1:]]
+    (dev / "trials").write_text("".join(f"{a} {b} {'target' if a[:2] == b[:2] else 'nontarget'}\n"
+                                        for a, b in pairs))
+    label = np.array([a[:2] == b[:2] for a, b in pairs], dtype=float)
+    for run in (root / "exp", root / "exp_study" / "kl1", root / "exp_study" / "half"):
+        for seed in seeds if run.name != "half" else seeds[:1]:
+            for s in ("dev", "dev_tel"):
                 for backend in ("cosine", "plda"):
-                    base = 10.0 + seed + (5 if name == "dev_tel" else 0)
-                    _eval_json(root / f"seed{seed}" / "results" / f"{name}_{backend}.json",
-                               {"baseline": base, "proposed": base - offset, "fusion": base - 2 * offset},
-                               {"baseline": 0.5, "proposed": 0.5 - offset / 10, "fusion": 0.4}, ci=False)
+                    for k, system in enumerate(("baseline", "proposed")):
+                        x = (1.5 + k) * label + rng.normal(size=label.size)
+                        f = run / f"seed{seed}" / "scores" / s / f"{backend}_{system}.txt"
+                        f.parent.mkdir(parents=True, exist_ok=True)
+                        f.write_text("".join(f"{a} {b} {v:.5f}\n" for (a, b), v in zip(pairs, x)))
 
-    run_dir(tmp_path / "exp", (0, 1), 1.0)
-    run_dir(tmp_path / "study" / "good", (0, 1), 2.0)
-    run_dir(tmp_path / "study" / "half", (0,), 3.0)
-    script = RECIPES / "so762" / "local" / "study_table.py"
-    out = _run([sys.executable, script, "--exp", tmp_path / "exp", "--study", tmp_path / "study", "--seeds", "0", "1"],
-               tmp_path).stdout
-    eer = _tables(out)["EER (%), mean over seeds 0 1; cells: proposed / fusion with the main run's baseline"][1:]
-    assert eer[0] == ["baseline (main run)", "10.50", "10.50", "15.50", "15.50"]
-    assert eer[1] == ["main run: proposed / fusion", "9.50 / 8.50", "9.50 / 8.50", "14.50 / 13.50", "14.50 / 13.50"]
-    assert eer[2][0] == "good: proposed / fusion" and eer[2][4] == "13.50 / 11.50" and len(eer) == 3
-    assert "not finished for every seed (0 1): half" in out
-    one = _run([sys.executable, script, "--exp", tmp_path / "exp", "--study", tmp_path / "study", "--seeds", "0"],
-               tmp_path).stdout
-    assert "half: proposed / fusion | 7.00 / 4.00" in one
-    bad = _run([sys.executable, script, "--exp", tmp_path / "exp", "--seeds", "0", "5"], tmp_path, 2)
-    assert "not all finished" in bad.stderr
+
+def _cv_fusion(root: Path, run_a: list[Path], run_b: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """EER (%) and minDCF of the fusion of score files a[i] + b[i], per i, through the library directly."""
+    from scoring import io
+    from scoring.pipeline import evaluate_systems
+
+    trials = io.read_trials(root / "data" / "dev" / "trials")
+    spk = {u: u.split("-")[0] for u in np.unique(trials.enroll)}
+    eers, dcfs = [], []
+    for a, b in zip(run_a, run_b):
+        rows, _ = evaluate_systems({"a": io.align_scores(trials, a), "b": io.align_scores(trials, b)}, trials,
+                                   fusion_groups=[spk[e] for e in trials.enroll])
+        eers.append(rows[-1]["eer"])
+        dcfs.append(rows[-1]["min_dcf"]["0.01"])
+    return np.array(eers), np.array(dcfs)
+
+
+def _cell(eer: np.ndarray, dcf: np.ndarray) -> str:
+    return f"{eer.mean():.2f} ± {eer.std(ddof=1):.2f} / {dcf.mean():.4f} ± {dcf.std(ddof=1):.4f}"
+
+
+def test_fusion_control_table_is_the_fusion_of_the_seed_pairs(tmp_path):
+    _scored_runs(tmp_path)
+    control = ["bash", RECIPES / "so762" / "local" / "fusion_control.sh"]
+    assert "at least two seeds" in _run(control + ["--seeds", "0"], tmp_path, 2).stderr
+    assert "seed9" in _run(control + ["--seeds", "0 9"], tmp_path, 2).stderr
+    rows = next(iter(_tables(_run(control, tmp_path).stdout).values()))
+    assert [(r[0], r[1]) for r in rows][:3] == [("in-domain, baseline+baseline", "cosine"),
+                                                ("in-domain, proposed+proposed", "cosine"),
+                                                ("in-domain, baseline+proposed", "cosine")]
+    assert len(rows) == 12
+    scores = lambda system, seeds: [tmp_path / "exp" / f"seed{s}" / "scores" / "dev_tel" / f"plda_{system}.txt"
+                                    for s in seeds]
+    expected = {"baseline+baseline": _cv_fusion(tmp_path, scores("baseline", (0, 1, 2)), scores("baseline", (1, 2, 0))),
+                "baseline+proposed": _cv_fusion(tmp_path, scores("baseline", (0, 1, 2)), scores("proposed", (0, 1, 2)))}
+    for kind, (eer, dcf) in expected.items():
+        assert next(r for r in rows if r[:2] == [f"telephone, {kind}", "plda"])[2] == _cell(eer, dcf)
+
+
+def test_study_table_puts_variants_beside_the_main_run(tmp_path):
+    _scored_runs(tmp_path)
+    script = ["bash", RECIPES / "so762" / "local" / "study_table.sh"]
+    out = _run(script + ["--seeds", "0 1"], tmp_path).stdout
+    rows = next(iter(_tables(out).values()))
+    assert {r[0] for r in rows} == {"main run: in-domain", "main run: telephone", "kl1: in-domain", "kl1: telephone"}
+    assert "not scored for every seed (0 1): half" in out
+    row = next(r for r in rows if r[:2] == ["kl1: in-domain", "cosine"])
+    files = [tmp_path / "exp_study" / "kl1" / f"seed{s}" / "scores" / "dev" / "cosine_proposed.txt" for s in (0, 1)]
+    values = np.array([_metrics_of(tmp_path / "data" / "dev" / "trials", f) for f in files])
+    assert row[3] == _cell(values[:, 0], values[:, 1])
+    one = _tables(_run(script + ["--seeds", "0"], tmp_path).stdout)
+    assert any(r[0] == "half: in-domain" for r in next(iter(one.values())))
+    assert "has not scored" in _run(script + ["--seeds", "0 5"], tmp_path, 2).stderr
 
 
 def test_posterior_stats(tmp_path):

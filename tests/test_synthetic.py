@@ -1,4 +1,4 @@
-"""spkver.data.synthetic and spkver.data.voice: tiny corpora generated into tmp dirs with fixed seeds."""
+"""spkver.data.synthetic (corpus and voice): tiny corpora generated into tmp dirs with fixed seeds."""
 
 import dataclasses
 
@@ -8,11 +8,11 @@ import soundfile as sf
 from scipy.linalg import solve_toeplitz
 from scipy.signal import lfilter
 
-import spkver.data.synthetic as synthetic
+import spkver.data.synthetic.corpus as synthetic
 from scoring.io import read_trials
 from spkver.data.kaldi import DataDir
-from spkver.data.synthetic import make_corpus, make_trials, read_voices, speaker_voice
-from spkver.data.voice import VoiceParams, sample_speaker, synthesize
+from spkver.data.synthetic.corpus import make_corpus, make_trials, read_voices, speaker_voice
+from spkver.data.synthetic.voice import VoiceParams, sample_speaker, synthesize
 
 SR = 16000
 TINY = dict(n_speakers=3, sessions_per_speaker=2, utts_per_session=2, min_seconds=0.6, max_seconds=1.0, seed=7)

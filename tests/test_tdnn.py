@@ -75,19 +75,26 @@ def test_stats_pooling_gradient_matches_autograd_reference():
     assert torch.allclose(ours, x.grad)
 
 
-def test_output_shapes():
-    model = build_model("xvector", **SMALL)
+def test_outputs_and_kl():
+    model = _randomize_batchnorm(build_model("xvector", **SMALL))
     x = torch.randn(3, 40, 6)
-    assert model(x).shape == (3, 5)
-    assert model.embed(x).shape == (3, 8)
+    emb = model.embed(x)
+    assert emb.shape == (3, 8)
+    assert torch.allclose(model(x), model.head(emb))  # logits = head(embedding)
     mean, spread = model.extract(x)
-    assert mean.shape == (3, 8) and spread is None
+    assert spread is None
     assert model.training  # extract restores the mode
+    # extract folds BatchNorm into the next layers: equal to the eval-mode embedding
+    assert torch.allclose(mean, model.eval().embed(x), atol=1e-5)
     assert model.kl().item() == 0.0
     bayes = build_model("bayes_xvector", sampling="lrt", **SMALL)
     mean, spread = bayes.extract(x, mc_samples=4)
     assert mean.shape == spread.shape == (3, 8) and (spread > 0).all()
-    assert bayes.kl().item() > 0
+    # every layer is Bayesian by default and the model's KL is the sum of theirs
+    assert set(bayes.bayes_layers) == set(LAYER_NAMES)
+    per_layer = [getattr(bayes, name).kl() for name in LAYER_NAMES]
+    assert all(kl.item() > 0 for kl in per_layer)
+    assert torch.allclose(bayes.kl(), torch.stack(per_layer).sum())
 
 
 def test_padding_does_not_change_embedding():

@@ -1,6 +1,7 @@
 """spkver.train on a small generated corpus: it learns, resumes exactly, validates, initialises from a baseline."""
 
 import json
+import re
 
 import numpy as np
 import soundfile as sf
@@ -9,9 +10,9 @@ import torch
 
 from spkver.checkpoint import list_checkpoints, load_checkpoint, load_model
 from spkver.config import ConfigError, DataConfig, ModelConfig, OptimConfig, TrainConfig, load_config
-from spkver.data.dataset import FeatureCache
+from spkver.data.examples import FeatureCache
 from spkver.data.kaldi import DataDir
-from spkver.data.synthetic import make_corpus, make_trials
+from spkver.data.synthetic.corpus import make_corpus, make_trials
 from spkver.features import FeatureConfig
 from spkver.train import lr_factor, train
 
@@ -154,6 +155,44 @@ def test_cli_train_applies_set_overrides(corpus, tmp_path):
     assert load_model(exp / "final.pt")[0].embed_dim == 8
     assert main(["train", "--config", str(base), "--data", str(corpus / "train"), "--exp", str(tmp_path / "e2"),
                  "--set", "model.embed_dims=8"]) != 0
+
+
+def test_cli_train_logs_one_summary_line_per_epoch(corpus, tmp_path, capsys):
+    from spkver.cli import main
+    from spkver.config import save_config
+
+    config = save_config(tiny_config(epochs=2, examples=64), tmp_path / "c.yaml")
+    exp = tmp_path / "exp"
+    assert main(["train", "--config", str(config), "--data", str(corpus / "train"), "--exp", str(exp),
+                 "--dev-data", str(corpus / "train"), "--dev-trials", str(corpus / "trials")]) == 0
+    out, err = capsys.readouterr()
+    assert out == ""  # logs and progress go to stderr
+    assert "\r" not in err  # stderr is not a terminal: no progress bar redraws
+    summaries = re.findall(r"INFO epoch (\d+)/2: loss ([0-9.]+), acc [0-9.]+, valid EER [0-9.]+% \(", err)
+    assert [int(e) for e, _ in summaries] == [1, 2], err
+    assert f"model: {exp / 'final.pt'}" in err
+    epochs = [r for r in map(json.loads, (exp / "train.log.jsonl").read_text().splitlines())
+              if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1, 2]
+    assert all(r["seconds"] > 0 and "eer" in r["valid"] for r in epochs)
+    assert [f"{r['loss']:.4f}" for r in epochs] == [loss for _, loss in summaries]
+    assert main(["-q", "train", "--config", str(config), "--data", str(corpus / "train"),
+                 "--exp", str(exp), "--resume"]) == 0
+    assert capsys.readouterr() == ("", "")  # nothing left to do, and -q keeps INFO lines out
+
+
+def test_cli_train_names_flags_as_typed(corpus, tmp_path, capsys):
+    from spkver.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text("epochs: 1\n")
+    with pytest.raises(SystemExit):
+        main(["train", "--config", str(config), "--data", str(corpus / "train"), "--exp", str(tmp_path / "e"),
+              "--device", "gpu"])
+    assert "--device" in capsys.readouterr().err
+    assert main(["train", "--config", str(config), "--data", str(corpus / "train"), "--exp", str(tmp_path / "e"),
+                 "--dev-data", str(corpus / "train")]) == 2
+    assert "--dev-data and --dev-trials" in capsys.readouterr().err
 
 
 def test_rho_parameters_get_their_own_rate_and_no_weight_decay():

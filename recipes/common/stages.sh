@@ -3,7 +3,7 @@
 #
 # The recipe sets: common_dir, conf_dir, conf (configuration prefix: "" or e.g. "debug"), exp, nj, device,
 # mc_samples, init_from_baseline, train_dir (data dir of the training speakers: extractors and back-ends)
-# and conf_overrides (extra `section.key=value` settings for both systems, see make_conf.py), then calls
+# and conf_overrides (extra `section.key=value` settings for both systems: `spkver train --set`), then calls
 #
 #   add_embed_set NAME DATA_DIR        a data dir to extract embeddings of ("train" must be one of them)
 #   add_eval_set NAME LABEL GROUP P_TARGET TRIALS ENROLL_SET TEST_SET [ENROLL_MAP]
@@ -15,12 +15,16 @@
 # for the seed "" (the configuration's own) and in $exp/seedN for seed N. Its pieces, each on OUT, the folder
 # of one run:
 #
-#   train_system SYSTEM OUT [SEED]     2 / 3: spkver train of conf/[PREFIX_]SYSTEM.yaml -> OUT/SYSTEM
+#   train_system SYSTEM OUT [SEED]     2 / 3: spkver train of conf/[PREFIX_]SYSTEM.yaml with the run's overrides
+#                                      -> OUT/SYSTEM (its resolved configuration: OUT/SYSTEM/config.yaml)
 #   extract_embeddings OUT             4: OUT/emb/SYSTEM/SET.npz for every registered set
 #   score_eval_sets OUT                5: OUT/scores/EVAL/{cosine,plda}_SYSTEM.txt (options in conf/score_*.conf)
 #   evaluate_eval_sets OUT             6: OUT/results/EVAL_BACKEND.{json,png} (spkver eval, options in
 #                                      conf/eval.conf)
 #   write_results_table OUT            6: the tables of OUT/results/*.json -> OUT/results.md (spkver table)
+#
+# and, after the runs, `aggregate_seeds SEED...` (stage 7 of a recipe with several seeds): mean ± sd over the
+# seeds -> $exp/summary/NAME_BACKEND.{json,csv} and $exp/results.md (spkver eval --system, spkver table).
 # The first four submit jobs to the pool of lib.sh; run_stages waits for them at the end of each stage.
 
 systems=(baseline proposed)
@@ -78,12 +82,14 @@ _tag() {
   echo "${rel:+${rel//\//.}.}"
 }
 
-_train_job() {  # _train_job BASE_YAML CONF_OUT MODEL_DIR INIT_DIR|"" OVERRIDE...
-  local base=$1 cfg=$2 model=$3 init=$4
-  shift 4
-  python "$common_dir/make_conf.py" "$base" "$cfg" "$@"
-  spkver train --config "$cfg" --data "$train_dir" --exp "$model" --resume ${device:+--device "$device"} \
-    ${init:+--init "$init"}
+# _train_job BASE_YAML MODEL_DIR INIT_DIR|"" OVERRIDE...: spkver train of BASE_YAML with each OVERRIDE
+# (section.key=value) as a --set; the resolved configuration is written to MODEL_DIR/config.yaml
+_train_job() {
+  local base=$1 model=$2 init=$3 override sets=()
+  shift 3
+  for override in "$@"; do sets+=(--set "$override"); done
+  spkver train --config "$base" "${sets[@]}" --data "$train_dir" --exp "$model" --resume \
+    ${device:+--device "$device"} ${init:+--init "$init"}
 }
 
 train_system() {
@@ -98,7 +104,7 @@ train_system() {
     init=$out/baseline
   fi
   submit "$(_tag "$out")train_$system" "$out/log/train_$system.log" \
-    _train_job "$base" "$out/conf/$system.yaml" "$out/$system" "$init" "${overrides[@]}"
+    _train_job "$base" "$out/$system" "$init" "${overrides[@]}"
 }
 
 extract_embeddings() {
@@ -162,25 +168,87 @@ write_results_table() {
     echo
     echo "Systems: baseline x-vector, proposed Bayesian x-vector, and their score fusion (spkver eval ${eval_opts[*]}),"
     echo "configurations $conf_dir/${conf:+${conf}_}{baseline,proposed}.yaml."
-    echo "Cells: EER (%) / minDCF at the P_tgt of the table. Back-ends: cosine (training mean subtracted)"
-    echo "and LDA + PLDA, both trained on the training-set embeddings."
+    echo "Cells: EER (%) / minDCF at the P_tgt of the table, with bootstrap 95% intervals where computed. EER is the"
+    echo "crossing EER (as Kaldi's compute-eer, SpeechBrain and WeSpeaker report it); results/*.json also hold the"
+    echo "ROC-convex-hull EER (eer_rocch). Back-ends: cosine (training mean subtracted) and LDA + PLDA, both trained"
+    echo "on the training-set embeddings."
   } >"$tmp/results.md"
   for group in "${groups[@]}"; do
-    local entries=()
-    for name in "${eval_sets[@]}"; do
-      [[ ${eval_group[$name]} == "$group" ]] || continue
-      for backend in "${backends[@]}"; do
-        entries+=(--entry "${eval_label[$name]}" "$backend" "$out/results/${name}_$backend.json")
-      done
-    done
-    spkver table "${entries[@]}" --p-target "${group_p[$group]}" --out "$tmp/table.md" >/dev/null
     printf '\n## %s: EER (%%) / minDCF (P_tgt = %s)\n\n' "$group" "${group_p[$group]}" >>"$tmp/results.md"
-    cat "$tmp/table.md" >>"$tmp/results.md"
+    _group_table "$group" "$out/results" --ci >>"$tmp/results.md"
   done
   mv "$tmp/results.md" "$out/results.md"
   rm -rf "$tmp"
   log "results: $out/results.md"
   cat "$out/results.md" >&2
+}
+
+# _group_entries GROUP DIR: the `spkver table` arguments (--entry LABEL BACKEND DIR/NAME_BACKEND.json for each
+# eval set of GROUP and back-end), NUL-separated (labels hold spaces): read them with `mapfile -d ''`
+_group_entries() {
+  local group=$1 dir=$2 name backend
+  for name in "${eval_sets[@]}"; do
+    [[ ${eval_group[$name]} == "$group" ]] || continue
+    for backend in "${backends[@]}"; do
+      printf '%s\0%s\0%s\0%s\0' --entry "${eval_label[$name]}" "$backend" "$dir/${name}_$backend.json"
+    done
+  done
+}
+
+# _group_table GROUP DIR [OPTION...]: GROUP's table (spkver table, at its P_tgt) of the JSON files in DIR
+_group_table() {
+  local group=$1 dir=$2 entries=()
+  shift 2
+  mapfile -d '' entries < <(_group_entries "$group" "$dir")
+  spkver table "${entries[@]}" --p-target "${group_p[$group]}" "$@"
+}
+
+# aggregate_seeds SEED...: stage 7, the mean ± sd over seeds of every eval set and back-end: spkver eval over
+# the seeds' score files (each seed fused on its own, as in stage 6, without the bootstrap) ->
+# $exp/summary/NAME_BACKEND.{json,csv}, then $exp/results.md: one table of means per group and the per-seed tables
+# of stage 6 with their bootstrap intervals
+aggregate_seeds() {
+  local seed name backend group system eval_opts opts=() p_opts=() tmp
+  read_opts eval_opts "$(conf_file eval.conf)"
+  for ((i = 0; i < ${#eval_opts[@]}; i++)); do  # no bootstrap for the means: the per-seed tables have the CIs
+    if [[ ${eval_opts[$i]} == --bootstrap ]]; then ((++i)); else opts+=("${eval_opts[$i]}"); fi
+  done
+  for group in "${groups[@]}"; do p_opts+=(--p-target "${group_p[$group]}"); done
+  for name in "${eval_sets[@]}"; do
+    local fold_opts=()
+    [[ -z ${eval_map[$name]} ]] && fold_opts=(--fuse-utt2spk "${set_dir[${eval_enroll[$name]}]}/utt2spk")
+    for backend in "${backends[@]}"; do
+      local sys_opts=()
+      for system in "${systems[@]}"; do
+        sys_opts+=(--system "$system")
+        for seed in "$@"; do sys_opts+=("$(run_dir "$seed")/scores/$name/${backend}_$system.txt"); done
+      done
+      submit "summary_${name}_$backend" "$exp/log/summary_${name}_$backend.log" \
+        spkver eval --trials "${eval_trials[$name]}" "${sys_opts[@]}" "${opts[@]}" "${fold_opts[@]}" \
+        "${p_opts[@]}" --json "$exp/summary/${name}_$backend.json" --csv "$exp/summary/${name}_$backend.csv"
+    done
+  done
+  wait_jobs
+  tmp=$(mktemp -d "$exp/.results.XXXXXX")
+  {
+    echo "# Results over ${#@} seed(s): $*"
+    echo
+    echo "Cells: EER (%) / minDCF, mean ± sample standard deviation over the seeds (each seed's systems fused on"
+    echo "their own, spkver eval ${opts[*]}). EER is the crossing EER (as Kaldi's compute-eer, SpeechBrain and"
+    echo "WeSpeaker report it); summary/*.json and *.csv also hold the ROC-convex-hull EER (eer_rocch)."
+  } >"$tmp/results.md"
+  for group in "${groups[@]}"; do
+    printf '\n## %s: EER (%%) / minDCF (P_tgt = %s)\n\n' "$group" "${group_p[$group]}" >>"$tmp/results.md"
+    _group_table "$group" "$exp/summary" >>"$tmp/results.md"
+    for seed in "$@"; do
+      printf '\n### Seed %s, with bootstrap 95%% confidence intervals\n\n' "$seed" >>"$tmp/results.md"
+      _group_table "$group" "$(run_dir "$seed")/results" --ci >>"$tmp/results.md"
+    done
+  done
+  mv "$tmp/results.md" "$exp/results.md"
+  rm -rf "$tmp"
+  log "results: $exp/results.md"
+  cat "$exp/results.md" >&2
 }
 
 # run_stages SEED...: stages 2-6 within [stage, stop_stage], one run per seed ("" = the configuration's seed)

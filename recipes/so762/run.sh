@@ -17,7 +17,8 @@
 #   5 score: cosine (training mean subtracted) and LDA + PLDA trained on the training embeddings
 #   6 evaluate with bootstrap CIs, fuse (cross-validated over enrollment utterances), per-seed tables
 #     -> EXP/seedN/results.md
-#   7 mean and spread over the seeds -> EXP/results.md
+#   7 mean ± sd over the seeds (spkver eval --system NAME SCORES_SEED0 SCORES_SEED1 ...) -> EXP/summary/*.json,
+#     EXP/results.md
 #
 # Example: ./run.sh --root ../../../shared/data/so762 --nj 2
 #          ./run.sh --root ../../../shared/data/so762 --device cuda --seeds "0 1 2 3 4"
@@ -95,16 +96,6 @@ run_stages "${seed_list[@]}"
 
 if stage_on 7; then
   log "stage 7: mean and spread over seeds ${seed_list[*]}"
-  entries=()
-  for name in "${eval_sets[@]}"; do
-    for backend in "${backends[@]}"; do
-      entries+=(--entry "${eval_label[$name]}" "$backend" "results/${name}_$backend.json")
-    done
-  done
-  python "$recipe_dir/local/aggregate_seeds.py" --exp "$exp" --seeds "${seed_list[@]}" \
-    --p-target "${group_p[$group]}" "${entries[@]}" >"$exp/.results.md.tmp"
-  mv "$exp/.results.md.tmp" "$exp/results.md"
-  log "results: $exp/results.md"
-  cat "$exp/results.md" >&2
+  aggregate_seeds "${seed_list[@]}"
 fi
 log "finished stages $stage to $stop_stage"

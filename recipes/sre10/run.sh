@@ -3,7 +3,7 @@
 # core condition, cosine and PLDA back-ends, minDCF at P_tgt = 0.001; plus a cross-corpus (out-of-domain)
 # evaluation on VoxCeleb1-O when --vox-root is given.
 #
-# Expected data layout (the SRE10-style layout of spkver/data/sre.py):
+# Expected data layout (the SRE10-style layout of spkver/data/corpora/sre.py):
 #   ROOT/**/<segment>.sph        SPHERE audio, 8 kHz, 1 or 2 channels (side a = channel 0, side b = channel 1);
 #                                shorten-compressed files need sph2pipe on PATH
 #   ROOT/train.trn               enrollment list "<model> [m|f] <segment>:<side>[,<segment>:<side> ...]"
@@ -13,7 +13,7 @@
 #   TRAIN_DATA (--train-data)    one or more Kaldi data dirs of 8 kHz training speakers (for instance SRE04-08
 #                                and Switchboard as prepared by Kaldi's egs/sre16 scripts; wav.scp entries may
 #                                be "sph2pipe ... |" commands, or .sph paths with a reco2channel file)
-#   VOX_ROOT (--vox-root)        optional VoxCeleb folder (spkver/data/voxceleb.py) for the cross-corpus set:
+#   VOX_ROOT (--vox-root)        optional VoxCeleb folder (spkver/data/corpora/voxceleb.py) for the cross-corpus set:
 #                                VoxCeleb1 test WAVs and veri_test2.txt
 #
 # Stages (each step leaves a marker in EXP/.done/; a rerun skips finished steps):

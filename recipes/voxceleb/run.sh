@@ -2,14 +2,14 @@
 # VoxCeleb recipe: baseline x-vector vs Bayesian x-vector (and their fusion) on VoxCeleb1-O, cosine and PLDA
 # back-ends, plus a cross-corpus (out-of-domain) evaluation on NIST SRE10 when --sre-root is given.
 #
-# Expected data layout (--root; any of the layouts spkver/data/voxceleb.py accepts), audio as WAV:
+# Expected data layout (--root; any of the layouts spkver/data/corpora/voxceleb.py accepts), audio as WAV:
 #   ROOT/vox1_dev_wav/wav/idXXXXX/<video>/NNNNN.wav     VoxCeleb1 dev: training speakers
 #   ROOT/vox1_test_wav/wav/idXXXXX/<video>/NNNNN.wav    VoxCeleb1 test: evaluation speakers
 #     (or one tree ROOT/wav/idXXXXX/...: the test speakers id10270-id10309 are split off)
 #   ROOT/veri_test2.txt (or ROOT/meta/veri_test2.txt)   VoxCeleb1-O cleaned trials "1|0 idA/vid/N.wav idB/vid/N.wav"
 #   ROOT/vox2_dev_wav/wav/idXXXXX/...                   VoxCeleb2 dev as WAV (optional, with --vox2 true)
 # Optional: --musan DIR (MUSAN: noise/ music/ speech/) and --rir DIR (room impulse responses) turn on
-# augmentation; --sre-root DIR --sre-key FILE add SRE10 (layout: spkver/data/sre.py) as a cross-corpus set.
+# augmentation; --sre-root DIR --sre-key FILE add SRE10 (layout: spkver/data/corpora/sre.py) as a cross-corpus set.
 #
 # Stages (each step leaves a marker in EXP/.done/; a rerun skips finished steps):
 #   1 prepare data dirs (DATA/vox1_dev, DATA/vox1_test, DATA/trials/, DATA/train; DATA/sre10 with --sre-root)

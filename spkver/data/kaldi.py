@@ -26,66 +26,19 @@ from pathlib import Path
 
 import numpy as np
 
-from spkver.audio import AudioError, cut_segment, is_pipe, load_entry
-
+from scoring.io import atomic_write_text, table_rows
+from spkver.audio import is_pipe, load_entry
 
 
 class DataDirError(ValueError):
     """A malformed or inconsistent data dir; the message names the file and line (or id) at fault."""
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def read_table(path: str | os.PathLike, min_fields: int = 2, max_fields: int | None = 2,
-               rest_as_value: bool = False, check_sorted: bool = True) -> dict[str, list[str] | str]:
-    """Read a Kaldi table file into ``{key: value}`` preserving file order.
-
-    Args:
-        min_fields / max_fields: allowed number of whitespace-separated fields per line (``None``: no max).
-        rest_as_value: the value is the rest of the line after the key, stripped (``wav.scp``); otherwise
-            the value is the list of remaining fields, or a single string when ``max_fields == 2``.
-        check_sorted: raise on keys out of C-locale order.
-    Raises:
-        DataDirError naming ``path:line`` for blank lines, wrong field counts, duplicate or unsorted keys.
-    """
-    path = Path(path)
-    table: dict = {}
-    previous = None
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            fields = line.split()
-            where = f"{path}:{lineno}"
-            if not fields:
-                raise DataDirError(f"{where}: blank line")
-            if len(fields) < min_fields or (max_fields is not None and len(fields) > max_fields):
-                want = f"{min_fields}" if max_fields == min_fields else f"at least {min_fields}"
-                raise DataDirError(f"{where}: expected {want} fields, got {len(fields)}: {line.rstrip()!r}")
-            key = fields[0]
-            if key in table:
-                raise DataDirError(f"{where}: duplicate id {key!r}")
-            if check_sorted and previous is not None and key.encode() < previous.encode():
-                raise DataDirError(f"{where}: id {key!r} is out of order after {previous!r} "
-                                   "(Kaldi files are sorted in C-locale order: LC_ALL=C sort)")
-            previous = key
-            if rest_as_value:
-                table[key] = line.strip()[len(key):].strip()
-            elif max_fields == 2:
-                table[key] = fields[1]
-            else:
-                table[key] = fields[1:]
-    return table
+def _rows(path: Path, min_fields: int = 2, max_fields: int | None = 2, rest_as_value: bool = False):
+    """``(line, key, value)`` of a data-dir table (:func:`scoring.io.table_rows`): no blank lines, keys unique
+    and in C-locale order, errors :class:`DataDirError` naming ``path:line``."""
+    return table_rows(path, min_fields, max_fields, rest_as_value, check_sorted=True, skip_blank=False,
+                      error=DataDirError)
 
 
 def c_sorted(ids) -> list[str]:
@@ -156,26 +109,22 @@ class DataDir:
         if audio_root is not None and not Path(audio_root).is_dir():
             raise DataDirError(f"audio root {audio_root}: no such directory")
         d = cls(path=path, audio_root=None if audio_root is None else Path(audio_root))
-        d.wav_scp = read_table(path / "wav.scp", rest_as_value=True)
-        for key, value in d.wav_scp.items():
-            if not value:
-                raise DataDirError(f"{path / 'wav.scp'}: id {key!r} has no path or command")
-        d.utt2spk = read_table(path / "utt2spk")
+        d.wav_scp = {reco: entry for _, reco, entry in _rows(path / "wav.scp", rest_as_value=True)}
+        d.utt2spk = {utt: spk for _, utt, spk in _rows(path / "utt2spk")}
         if (path / "segments").is_file():
             seg_path = path / "segments"
-            rows = read_table(seg_path, min_fields=4, max_fields=4)
-            for lineno, (utt, (reco, start, end)) in enumerate(rows.items(), 1):
+            for lineno, utt, (reco, start, end) in _rows(seg_path, min_fields=4, max_fields=4):
                 where = f"{seg_path}:{lineno}"
                 d.segments[utt] = (reco, _float(start, where, "start"), _float(end, where, "end"))
         if (path / "utt2dur").is_file():
             dur_path = path / "utt2dur"
-            for lineno, (utt, dur) in enumerate(read_table(dur_path).items(), 1):
+            for lineno, utt, dur in _rows(dur_path):
                 d.utt2dur[utt] = _float(dur, f"{dur_path}:{lineno}", "duration")
         if (path / "spk2gender").is_file():
-            d.spk2gender = read_table(path / "spk2gender")
+            d.spk2gender = {spk: gender for _, spk, gender in _rows(path / "spk2gender")}
         if (path / "reco2channel").is_file():
             ch_path = path / "reco2channel"
-            for lineno, (reco, ch) in enumerate(read_table(ch_path).items(), 1):
+            for lineno, reco, ch in _rows(ch_path):
                 if not ch.isdigit():
                     raise DataDirError(f"{ch_path}:{lineno}: channel {ch!r} is not a 0-based integer")
                 d.reco2channel[reco] = int(ch)
@@ -186,9 +135,8 @@ class DataDir:
         return d
 
     def _check_spk2utt(self, spk2utt_path: Path) -> None:
-        table = read_table(spk2utt_path, max_fields=None)
         seen = set()
-        for lineno, (spk, utts) in enumerate(table.items(), 1):
+        for lineno, spk, utts in _rows(spk2utt_path, max_fields=None):
             for utt in utts:
                 if self.utt2spk.get(utt) != spk:
                     have = self.utt2spk.get(utt)
@@ -296,20 +244,15 @@ class DataDir:
 
     def load_audio(self, utt: str, sample_rate: int | None = None,
                    min_seconds: float | None = None) -> tuple[np.ndarray, int]:
-        """Load utterance ``utt`` (cutting its segment, picking its ``reco2channel`` channel).
+        """Load utterance ``utt`` (reading only its segment, picking its ``reco2channel`` channel).
 
         Returns:
             ``(wave (samples,) float32, sample_rate)``; raises :class:`spkver.audio.AudioError` naming ``utt``.
         """
         reco, start, end = self.recording(utt)
-        wave, sr = load_entry(self.resolve(reco), sample_rate=sample_rate, channel=self.reco2channel.get(reco),
-                              root=self.audio_root, utt=utt)
-        if start is not None:
-            wave = cut_segment(wave, sr, start, end, utt=utt)
-        if min_seconds is not None and len(wave) < min_seconds * sr:
-            raise AudioError(f"audio lasts {len(wave) / sr:.3f} s, shorter than the required {min_seconds} s",
-                             utt, self.wav_scp[reco])
-        return wave, sr
+        return load_entry(self.resolve(reco), sample_rate=sample_rate, channel=self.reco2channel.get(reco),
+                          root=self.audio_root, utt=utt, min_seconds=min_seconds,
+                          segment=None if start is None else (start, end))
 
     # ----------------------------------------------------------------------------------------- subset
     def subset(self, utts) -> "DataDir":

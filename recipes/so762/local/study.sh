@@ -12,7 +12,7 @@
 # epochs again with no Bayesian layer, the control for init);
 # mc10 = the main run's proposed model with embeddings averaged over 10 posterior samples (--mc-samples 10).
 # Each variant's tables land in STUDY/<variant>/seedN/results.md and, over the seeds, STUDY/<variant>/results.md;
-# local/study_table.py puts all variants side by side. Run from recipes/so762.
+# local/study_table.sh puts all variants side by side. Run from recipes/so762.
 set -euo pipefail
 
 exp=exp

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import soundfile as sf
 
-from spkver.data.kaldi import DataDir, atomic_write_text
+from scoring.io import Trials, read_fields, write_trials
+from spkver.data.kaldi import DataDir
 
 SUBSETS = ("dev", "test", "vox2_dev", "vox2_test")
 TRIAL_LISTS = ("veri_test.txt", "veri_test2.txt", "list_test_hard2.txt", "list_test_hard.txt",
@@ -92,25 +93,22 @@ def _utt_from_path(rel: str) -> str:
     return f"{parts[0]}-{parts[1]}-{parts[2][:-4]}"
 
 
-def read_voxceleb_trials(path: str | os.PathLike) -> list[tuple[str, str, str]]:
-    """Read a VoxCeleb trial list into ``[(enroll_utt, test_utt, "target"|"nontarget")]`` (our utt ids)."""
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 3 or fields[0] not in ("0", "1"):
-                raise ValueError(f"{path}:{lineno}: expected '1|0 idA/video/N.wav idB/video/N.wav', "
-                                 f"got {line.rstrip()!r}")
-            try:
-                enroll, test = _utt_from_path(fields[1]), _utt_from_path(fields[2])
-            except ValueError as err:
-                raise ValueError(f"{path}:{lineno}: {err}") from None
-            rows.append((enroll, test, "target" if fields[0] == "1" else "nontarget"))
-    if not rows:
+def read_voxceleb_trials(path: str | os.PathLike) -> Trials:
+    """Read a VoxCeleb trial list (``1|0 idA/video/N.wav idB/video/N.wav``) as Trials of our utterance ids."""
+    enroll, test, label = [], [], []
+    for lineno, line, fields in read_fields(path, error=ValueError):
+        if len(fields) != 3 or fields[0] not in ("0", "1"):
+            raise ValueError(f"{path}:{lineno}: expected '1|0 idA/video/N.wav idB/video/N.wav', "
+                             f"got {line.rstrip()!r}")
+        try:
+            enroll.append(_utt_from_path(fields[1]))
+            test.append(_utt_from_path(fields[2]))
+        except ValueError as err:
+            raise ValueError(f"{path}:{lineno}: {err}") from None
+        label.append(int(fields[0]))
+    if not label:
         raise ValueError(f"{path}: no trials")
-    return rows
+    return Trials(enroll, test, label, source=str(path))
 
 
 def prepare_voxceleb(root: str | os.PathLike, out: str | os.PathLike, subsets=("dev", "test"),
@@ -167,8 +165,8 @@ def _write_trials(root: Path, out: Path, prepared: dict[str, str]) -> dict[str, 
         path = next((p for p in (root / name, root / "meta" / name) if p.is_file()), None)
         if path is None:
             continue
-        rows = read_voxceleb_trials(path)
-        missing = sorted({u for e, t, _ in rows for u in (e, t) if u not in prepared})
+        trials = read_voxceleb_trials(path)
+        missing = sorted({u for u in (*trials.enroll.tolist(), *trials.test.tolist()) if u not in prepared})
         if missing:
             speakers = {u.split("-", 1)[0] for u in missing}
             prepared_speakers = set(prepared.values())
@@ -178,6 +176,6 @@ def _write_trials(root: Path, out: Path, prepared: dict[str, str]) -> dict[str, 
                                         f"audio tree ({len(known)} such utterances)")
             written[path.stem] = f"skipped: {len(speakers)} speakers not prepared (add their subset)"
             continue
-        atomic_write_text(out / "trials" / path.stem, "".join(f"{e} {t} {lab}\n" for e, t, lab in rows))
-        written[path.stem] = len(rows)
+        write_trials(out / "trials" / path.stem, trials, fmt="kaldi")
+        written[path.stem] = len(trials)
     return written

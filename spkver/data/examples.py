@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from spkver.audio import AudioError
 from spkver.features import FeatureConfig, compute_features
+from spkver.progress import progress as show_progress
 
 log = logging.getLogger(__name__)
 
@@ -182,17 +183,15 @@ class FeatureCache:
         if (folder / "meta.json").is_file():
             return cls(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
+        # A whole folder appears at once (renamed when complete): not a file, so not scoring.io.atomic_write.
         tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         loader = DataLoader(_UttItems(data, utts, cfg, with_features), batch_size=None,
                             num_workers=num_workers, worker_init_fn=_single_thread_worker,
                             generator=torch.Generator())  # leaves the global RNG alone
-        if progress:
-            from tqdm import tqdm
-
-            loader = tqdm(loader, total=len(utts), desc="features" if with_features else "scanning",
-                          unit="utt")
+        loader = show_progress(loader, total=len(utts), desc="features" if with_features else "scanning",
+                               unit="utt", disable=not progress)
         kept, offsets, lengths, bad, offset, dim = [], [], [], {}, 0, cfg.dim
         try:
             with open(tmp / "feats.bin", "wb") as out:
@@ -399,7 +398,8 @@ def training_set(data, features: FeatureConfig, data_cfg, cache_dir: str | os.Pa
         lengths = cache.lengths if not on_the_fly else [frame_count(int(n), features) for n in cache.lengths]
     if bad and not skip_bad:
         first = next(iter(bad))
-        raise AudioError(f"{bad[first]} ({len(bad)} unusable utterance(s); skip_bad leaves them out)")
+        raise AudioError(f"{bad[first]} ({len(bad)} unusable utterance(s); skip_bad=True, --skip-bad on the "
+                         "command line, leaves them out)")
     if bad:
         log.warning("left out %d unusable utterance(s): %s", len(bad), ", ".join(sorted(bad)))
     if not utts:

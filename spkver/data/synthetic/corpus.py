@@ -1,7 +1,7 @@
 """The built-in synthetic multi-speaker corpus: the default corpus of ``spkver demo`` and of the tests.
 
-Speakers are source-filter voices (:mod:`spkver.data.voice`). Each speaker records several sessions; a session
-changes the voice slightly (:func:`spkver.data.voice.vary_session`: F0 level, rate, vocal effort) and has its
+Speakers are source-filter voices (:mod:`spkver.data.synthetic.voice`). Each speaker records several sessions; a session
+changes the voice slightly (:func:`spkver.data.synthetic.voice.vary_session`: F0 level, rate, vocal effort) and has its
 own :class:`Channel` (microphone / room EQ, gain, background noise at a random SNR), so cross-session
 same-speaker trials are hard. Two domains:
 
@@ -19,14 +19,13 @@ process, and corpora with disjoint ``speaker_offset`` ranges (train / eval) neve
 
 Layout of ``out_dir``: ``wav/<utt>.wav`` (16-bit PCM), Kaldi files ``wav.scp`` (paths relative to
 ``out_dir``), ``utt2spk``, ``spk2utt``, ``utt2dur``, ``spk2gender``, plus ``voices.json`` (each speaker's
-:class:`~spkver.data.voice.VoiceParams`) and ``synthetic.json`` (the generation settings; a resumed run must
+:class:`~spkver.data.synthetic.voice.VoiceParams`) and ``synthetic.json`` (the generation settings; a resumed run must
 use the same ones). Utterance ids are ``spk0001-s1-u01``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import math
 import os
@@ -41,9 +40,10 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import lfilter
 
-from scoring.io import Trials, read_utt2spk, write_trials
-from spkver.data.kaldi import DataDir, atomic_write_text
-from spkver.data.voice import VoiceParams, active_rms, sample_speaker, synthesize, vary_session
+from scoring.io import Trials, atomic_write_text, read_utt2spk, write_trials
+from spkver.audio import write_audio
+from spkver.data.kaldi import DataDir
+from spkver.data.synthetic.voice import VoiceParams, active_rms, sample_speaker, synthesize, vary_session
 
 DOMAINS = ("wide", "tel")
 FORMAT_VERSION = 1
@@ -175,18 +175,6 @@ def _utt_seconds(rng: np.random.Generator, s: _Settings) -> int:
     return int(round(rng.uniform(s.min_seconds, s.max_seconds) * s.sample_rate))
 
 
-def _write_wav(path: Path, wave: np.ndarray, sample_rate: int) -> None:
-    buffer = io.BytesIO()  # encode in memory: soundfile's close() syncs the file to disk, which is slow
-    sf.write(buffer, wave, sample_rate, subtype="PCM_16", format="WAV")
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.wav")
-    try:
-        tmp.write_bytes(buffer.getvalue())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _is_complete(path: Path, n: int, sample_rate: int) -> bool:
     try:
         info = sf.info(str(path))
@@ -211,7 +199,7 @@ def _make_speaker(out: Path, number: int, s: _Settings) -> list[tuple[str, float
             if not _is_complete(path, n, s.sample_rate):
                 wave = synthesize(session_voice, n / s.sample_rate, urng, s.sample_rate, eq=channel.response)
                 wave = record(wave, channel, urng, s.sample_rate, telephone=s.domain == "tel")
-                _write_wav(path, wave, s.sample_rate)
+                write_audio(path, wave, s.sample_rate)
             rows.append((utt, n / s.sample_rate))
     return rows
 

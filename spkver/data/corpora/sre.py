@@ -30,7 +30,8 @@ from pathlib import Path
 
 import soundfile as sf
 
-from spkver.data.kaldi import DataDir, atomic_write_text, c_sorted
+from scoring.io import Trials, atomic_write_text, read_fields, write_trials
+from spkver.data.kaldi import DataDir, c_sorted
 
 SIDES = {"a": 0, "b": 1}
 LABELS = ("target", "nontarget")
@@ -45,7 +46,8 @@ def _find_segments(root: Path) -> dict[str, Path]:
             raise ValueError(f"{root}: segment {path.stem!r} found twice: {found[path.stem]} and {path}")
         found[path.stem] = path.resolve()
     if not found:
-        raise FileNotFoundError(f"{root}: no .sph files found (expected the SRE10-style layout, see spkver.data.sre)")
+        raise FileNotFoundError(f"{root}: no .sph files found (expected the SRE10-style layout, see "
+                                "spkver.data.corpora.sre)")
     return found
 
 
@@ -60,27 +62,23 @@ def read_train_list(path: Path) -> tuple[dict[str, list[tuple[str, str]]], dict[
     """``({model: [(segment, side), ...]}, {model: gender})`` from an SRE10 ``.trn``-style list."""
     models: dict[str, list[tuple[str, str]]] = {}
     genders: dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            where = f"{path}:{lineno}"
-            if len(fields) == 3 and fields[1].lower() in ("m", "f"):
-                genders[fields[0]] = fields[1].lower()
-                fields = [fields[0], fields[2]]
-            if len(fields) != 2:
-                raise ValueError(f"{where}: expected '<model> [m|f] <segment>:<side>[,...]', got {line.rstrip()!r}")
-            model = fields[0]
-            if model in models:
-                raise ValueError(f"{where}: model {model!r} listed twice")
-            sides = []
-            for item in fields[1].split(","):
-                seg, sep, side = item.rpartition(":")
-                if not sep or not seg:
-                    raise ValueError(f"{where}: {item!r} is not '<segment>:<side>'")
-                sides.append((re.sub(r"\.sph$", "", seg, flags=re.IGNORECASE), _side(side, where)))
-            models[model] = sides
+    for lineno, line, fields in read_fields(path, error=ValueError):
+        where = f"{path}:{lineno}"
+        if len(fields) == 3 and fields[1].lower() in ("m", "f"):
+            genders[fields[0]] = fields[1].lower()
+            fields = [fields[0], fields[2]]
+        if len(fields) != 2:
+            raise ValueError(f"{where}: expected '<model> [m|f] <segment>:<side>[,...]', got {line.rstrip()!r}")
+        model = fields[0]
+        if model in models:
+            raise ValueError(f"{where}: model {model!r} listed twice")
+        sides = []
+        for item in fields[1].split(","):
+            seg, sep, side = item.rpartition(":")
+            if not sep or not seg:
+                raise ValueError(f"{where}: {item!r} is not '<segment>:<side>'")
+            sides.append((re.sub(r"\.sph$", "", seg, flags=re.IGNORECASE), _side(side, where)))
+        models[model] = sides
     if not models:
         raise ValueError(f"{path}: no models")
     return models, genders
@@ -89,21 +87,18 @@ def read_train_list(path: Path) -> tuple[dict[str, list[tuple[str, str]]], dict[
 def read_key(path: Path) -> list[tuple[str, str, str, str]]:
     """``[(model, segment, side, "target"|"nontarget")]`` from an SRE10-style key (csv or whitespace)."""
     rows, seen = [], set()
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            fields = [x for x in re.split(r"[,\s]+", line.strip()) if x]
-            if not fields:
-                continue
-            where = f"{path}:{lineno}"
-            if len(fields) != 4 or fields[3].lower() not in LABELS:
-                raise ValueError(f"{where}: expected '<model> <segment> <side> target|nontarget', got "
-                                 f"{line.rstrip()!r}")
-            model, seg, side, label = fields[0], re.sub(r"\.sph$", "", fields[1]), _side(fields[2], where), \
-                fields[3].lower()
-            if (model, seg, side) in seen:
-                raise ValueError(f"{where}: trial {model} {seg}:{side} listed twice")
-            seen.add((model, seg, side))
-            rows.append((model, seg, side, label))
+    for lineno, line, _ in read_fields(path, error=ValueError):
+        fields = [x for x in re.split(r"[,\s]+", line.strip()) if x]
+        where = f"{path}:{lineno}"
+        if len(fields) != 4 or fields[3].lower() not in LABELS:
+            raise ValueError(f"{where}: expected '<model> <segment> <side> target|nontarget', got "
+                             f"{line.rstrip()!r}")
+        model, seg, side, label = fields[0], re.sub(r"\.sph$", "", fields[1]), _side(fields[2], where), \
+            fields[3].lower()
+        if (model, seg, side) in seen:
+            raise ValueError(f"{where}: trial {model} {seg}:{side} listed twice")
+        seen.add((model, seg, side))
+        rows.append((model, seg, side, label))
     if not rows:
         raise ValueError(f"{path}: no trials")
     return rows
@@ -193,7 +188,8 @@ def prepare_sre(root: str | os.PathLike, key: str | os.PathLike, out: str | os.P
         enroll_dir.spk2gender = {}
     enroll_dir.save(out / "enroll")
     _data_dir(test, {u: u for u in test}, use_sph2pipe).save(out / "test")
-    atomic_write_text(out / "trials", "".join(f"{m} {s}-{d} {lab}\n" for m, s, d, lab in trials))
+    write_trials(out / "trials", Trials([m for m, *_ in trials], [f"{s}-{d}" for _, s, d, _ in trials],
+                                        [int(lab == "target") for *_, lab in trials]), fmt="kaldi")
     atomic_write_text(out / "enroll_map", "".join(f"{spk} {' '.join(utts)}\n"
                                                   for spk, utts in enroll_dir.spk2utt.items()))
     return {"models": len(models), "enroll": len(enroll), "test": len(test), "trials": len(trials),

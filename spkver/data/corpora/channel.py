@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from spkver.audio import write_audio
 from spkver.data.augment import telephone_channel
 from spkver.data.kaldi import DataDir
+from spkver.progress import progress as show_progress
 
 CHANNELS = {
     # name -> f(wave (samples,), sr) -> (wave, sr)
@@ -39,10 +41,7 @@ def simulate_channel(data: DataDir | str | os.PathLike, out: str | os.PathLike, 
     (out / "wav").mkdir(parents=True, exist_ok=True)
     apply = CHANNELS[channel]
     utts = data.utts
-    if progress:
-        from tqdm import tqdm
-
-        utts = tqdm(utts, desc=f"{channel} channel", unit="utt")
+    utts = show_progress(utts, desc=f"{channel} channel", unit="utt", disable=not progress)
     wav_scp, utt2dur = {}, {}
     for utt in utts:
         rel = Path("wav") / f"{utt}.wav"
@@ -54,9 +53,7 @@ def simulate_channel(data: DataDir | str | os.PathLike, out: str | os.PathLike, 
             wave, sr = data.load_audio(utt)
             wave, sr = apply(wave, sr)
             wave = np.clip(wave, -1.0, 1.0)
-            tmp = target.with_name(f".{target.name}.tmp")
-            sf.write(str(tmp), wave, sr, subtype="PCM_16", format="WAV")
-            os.replace(tmp, target)
+            write_audio(target, wave, sr)
             duration = len(wave) / sr
         wav_scp[utt] = str(rel)
         utt2dur[utt] = round(duration, 4)

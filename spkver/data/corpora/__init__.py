@@ -1,0 +1,1 @@
+"""Corpus preparation: VoxCeleb and NIST SRE folders, and channel-simulated copies, as Kaldi data dirs."""
