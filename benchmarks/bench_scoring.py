@@ -13,8 +13,15 @@ Prints seconds for cosine and PLDA scoring against a 2 s target each, and for PL
 - multi-enrollment: a per-trial `PLDA.score_multi` call for one model and one test vector (measured on 1k
   trials, extrapolated).
 
+Uncertainty-aware PLDA: a second PLDA with LDA to 200 dimensions (`UNCERTAIN_LDA_DIM`) scores the same 1M trials
+plainly and with `uncertainty="spread"` (random per-dimension spreads), printed side by side against a 3 s
+target. The uncertainty is the diagonal approximation in the PLDA basis (`scoring.uncertainty`): each trial
+is O(dim) elementwise work instead of a share of a GEMM; its largest deviation from per-trial
+`PLDA.score(enroll_var=..., test_var=...)` in float64 is printed.
+
 ``--quick``: 2k trials between 100 x 100 ids of dimension 32, PLDA fitted on 1k vectors of 200 speakers,
-multi-enrollment 2k trials of 30 models, per-trial peers on 500 / 200 trials (a smoke run: a few seconds).
+multi-enrollment 2k trials of 30 models, per-trial peers on 500 / 200 trials, LDA to 16 dimensions for the
+uncertainty case (a smoke run: a few seconds).
 
     python benchmarks/bench_scoring.py [--trials 1000000] [--ids 5000] [--dim 512] [--no-plda] [--quick]
 """
@@ -31,6 +38,8 @@ from scoring.cosine import CosineScorer
 from scoring.io import Embeddings, Trials
 
 TARGET_S = 2.0
+UNCERTAIN_TARGET_S = 3.0
+UNCERTAIN_LDA_DIM = 200
 
 
 def make_data(n_trials: int, n_ids: int, dim: int, seed: int = 0):
@@ -94,9 +103,9 @@ def report_peer(name: str, peer_secs: float, n_peer: int, n_total: int, secs: fl
 
 
 FULL = {"fit_spk": 2000, "fit_per_spk": 10, "peer_cosine": 100_000, "peer_plda": 10_000, "models": 1000,
-        "multi_trials": 100_000, "peer_multi": 1_000}
+        "multi_trials": 100_000, "peer_multi": 1_000, "uncertain_lda": UNCERTAIN_LDA_DIM}
 QUICK = {"fit_spk": 200, "fit_per_spk": 5, "peer_cosine": 500, "peer_plda": 500, "models": 30,
-         "multi_trials": 2_000, "peer_multi": 200}
+         "multi_trials": 2_000, "peer_multi": 200, "uncertain_lda": 16}
 
 
 def bench_plda(trials: Trials, enroll: Embeddings, test: Embeddings, dim: int, sizes: dict) -> None:
@@ -121,6 +130,7 @@ def bench_plda(trials: Trials, enroll: Embeddings, test: Embeddings, dim: int, s
     print(f"  float64 score matrix of the raw embeddings: {f64_secs:.3f} s; max |diff| over all trials = "
           f"{np.max(np.abs(ref - scores)):.2e} (scores span {ref.min():.1f} .. {ref.max():.1f})")
     del S, ref
+    bench_uncertain(trials, enroll, test, X, spk, min(sizes["uncertain_lda"], dim, n_spk - 1))
 
     n_models, per_model, n_multi = sizes["models"], 3, sizes["multi_trials"]
     if n_models * per_model > len(enroll) or n_multi > n_models * len(test):
@@ -135,6 +145,29 @@ def bench_plda(trials: Trials, enroll: Embeddings, test: Embeddings, dim: int, s
     peer_secs, peer = timed(naive_plda, plda, sub, enroll, test, enroll_map)
     report_peer("per-trial PLDA.score_multi loop", peer_secs, n_peer, n_multi, secs,
                 float(np.max(np.abs(peer - scores[:n_peer]))))
+
+
+def bench_uncertain(trials: Trials, enroll: Embeddings, test: Embeddings, X: np.ndarray, spk: np.ndarray,
+                    lda_dim: int) -> None:
+    """Plain and uncertainty-aware (spread) PLDA after LDA to `lda_dim` on the same trials."""
+    from scoring.plda import PLDA
+
+    plda = PLDA(lda_dim=lda_dim, n_iter=3).fit(X, spk)
+    rng = np.random.default_rng(2)
+    with_spread = [Embeddings(e.ids, e.vectors, spread=rng.uniform(0.05, 0.5, e.vectors.shape).astype(np.float32))
+                   for e in (enroll, test)]
+    plain_secs, plain = timed(score_trials, plda, trials, enroll, test)
+    secs, scores = timed(score_trials, plda, trials, *with_spread, uncertainty="spread")
+    print(f"PLDA after LDA to {lda_dim} dims: plain score_trials {plain_secs:.3f} s; uncertainty-aware PLDA "
+          f"score_trials (spread, diagonal approximation in the PLDA basis): {secs:.3f} s "
+          f"(target < {UNCERTAIN_TARGET_S} s); mean |change| of the scores {np.mean(np.abs(scores - plain)):.3f}")
+    n_check = min(len(trials), 2000)
+    e, t = enroll.index(trials.enroll[:n_check]), test.index(trials.test[:n_check])
+    E, T = enroll.vectors[e], test.vectors[t]
+    ref = plda.score(E, T, enroll_var=plda.prepare_variance(E, spread=with_spread[0].spread[e], dtype=np.float64),
+                     test_var=plda.prepare_variance(T, spread=with_spread[1].spread[t], dtype=np.float64))
+    print(f"  float64 per-trial PLDA.score with variances on {n_check} trials: largest deviation "
+          f"{np.max(np.abs(ref - scores[:n_check])):.2e} (scores span {ref.min():.1f} .. {ref.max():.1f})")
 
 
 def main(argv=None) -> None:

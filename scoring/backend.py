@@ -11,6 +11,10 @@ Scorer protocol (met by `scoring.cosine.CosineScorer` and `scoring.plda.PLDA`):
 - for `multi="plda"`: paired `score_multi(enroll_sets: list[(k_i, d)], T (n, d)) -> (n,)`, and optionally
   `score_multi_matrix(enroll_sets, T (k, d)) -> (n_models, k)` (used for the dense strategy below).
 
+Uncertainty (`uncertainty="spread"|"duration"`, PLDA only: `prepare_variance`, `posterior`, `score_posterior`):
+each utterance's variance (from `Embeddings.spread` or `Embeddings.duration`) is mapped into the scoring basis,
+each model's speaker posterior computed once, and the trials scored pairwise from those (`scoring.uncertainty`).
+
 Strategy: trial ids are reduced to unique enroll models and unique test ids. When the score matrix between
 them is moderate (at most `max_pairs` entries, and at most `DENSE_FACTOR` times the number of trials), it is
 computed in row blocks of at most `block_pairs` entries, one scorer call each, and the trial scores are
@@ -22,8 +26,10 @@ from __future__ import annotations
 import numpy as np
 
 from scoring.io import Embeddings, ScoringInputError, Trials
+from scoring.uncertainty import DURATION_SCALE
 
 MULTI = ("mean", "plda")
+UNCERTAINTY = ("none", "spread", "duration")
 # A paired score costs about as much as this many entries of a GEMM-computed score matrix (measured with
 # 512-dim float32 embeddings: paired scoring gathers two rows per trial, a GEMM streams them).
 DENSE_FACTOR = 50
@@ -187,8 +193,74 @@ def _check_inputs(trials, enroll, test) -> None:
                                 f"but test embeddings ({test.source or 'test'}) have {test.dim}")
 
 
+def _uncertainty_source(emb: Embeddings, rows: np.ndarray, uncertainty: str) -> dict:
+    """Keyword arguments of `prepare_variance` for `emb`'s rows: {"spread": (k, dim)} or {"duration": (k,)}."""
+    where = emb.source or "embeddings"
+    if uncertainty == "spread":
+        if emb.spread is None:
+            raise ScoringInputError(f"{where}: no spread (per-dimension standard deviations, written by "
+                                    "`spkver extract --mc-samples K`) for uncertainty='spread'")
+        return {"spread": emb.spread[rows]}
+    if emb.duration is None:
+        raise ScoringInputError(f"{where}: no durations for uncertainty='duration' (an .npz array 'duration', "
+                                "or a utt2dur file)")
+    duration = emb.duration[rows]
+    missing = np.isnan(duration)
+    if missing.any():
+        raise ScoringInputError(f"{emb.duration_source or where}: no duration for id "
+                                f"{str(emb.ids[rows[np.argmax(missing)]])!r} ({int(missing.sum())} of "
+                                f"{len(rows)} needed ids missing)")
+    return {"duration": duration}
+
+
+def _mean_uncertainty(source: dict, offsets: np.ndarray) -> dict:
+    """Uncertainty of the average of each model's utterances (rows offsets[i]:offsets[i+1] of `source`):
+    independent errors, so the variance of a mean of k is the sum of the variances over k^2."""
+    k = np.diff(offsets)
+    if "spread" in source:
+        s = source["spread"].astype(np.float64)
+        return {"spread": np.sqrt(np.add.reduceat(s * s, offsets[:-1], axis=0)) / k[:, None]}
+    return {"duration": k * k / np.add.reduceat(1.0 / source["duration"], offsets[:-1])}
+
+
+def _score_uncertain(scorer, models, e_code, tests, t_code, enroll, test, enroll_map, multi, uncertainty,
+                     duration_scale, max_pairs, block_pairs) -> np.ndarray:
+    missing = [name for name in ("prepare", "prepare_variance", "posterior", "score_posterior")
+               if not callable(getattr(scorer, name, None))]
+    if missing:
+        raise ScoringInputError(f"uncertainty={uncertainty!r} needs a PLDA scorer; {type(scorer).__name__} lacks "
+                                f"{missing}")
+    if enroll_map is None:
+        rows = enroll.index(models)
+        X, source, sets = enroll.vectors[rows], _uncertainty_source(enroll, rows, uncertainty), None
+    else:
+        rows, offsets = _model_sets(models, enroll, enroll_map)
+        source = _uncertainty_source(enroll, rows, uncertainty)
+        if multi == "mean":
+            X = np.add.reduceat(enroll.vectors[rows].astype(np.float64), offsets[:-1], axis=0)
+            X, source, sets = X / np.diff(offsets)[:, None], _mean_uncertainty(source, offsets), None
+        else:
+            X, sets = enroll.vectors[rows], offsets
+    Z = scorer.prepare(X)
+    S = scorer.prepare_variance(X, duration_scale=duration_scale, **source)
+    t_rows = test.index(tests)
+    T = scorer.prepare(test.vectors[t_rows])
+    B = scorer.prepare_variance(test.vectors[t_rows], duration_scale=duration_scale,
+                                **_uncertainty_source(test, t_rows, uncertainty))
+    if not S.any() and not B.any():  # no uncertainty at all: exactly the plain scores
+        enr = _Enrollment(scorer, models, enroll, enroll_map, multi)
+        return _score_pairs(scorer, enr, T, e_code, t_code, max_pairs, block_pairs)
+    if sets is None:
+        mean, var = scorer.posterior(Z, S, prepared=True)
+    else:
+        bounds = list(zip(sets[:-1].tolist(), sets[1:].tolist()))
+        mean, var = scorer.posterior([Z[a:b] for a, b in bounds], [S[a:b] for a, b in bounds], prepared=True)
+    return scorer.score_posterior(mean, var, T, B, pairs=(e_code, t_code), prepared=True)
+
+
 def score_trials(scorer, trials: Trials, enroll: Embeddings, test: Embeddings, enroll_map=None,
-                 multi: str = "mean", max_pairs: int = MAX_PAIRS, block_pairs: int = BLOCK_PAIRS) -> np.ndarray:
+                 multi: str = "mean", max_pairs: int = MAX_PAIRS, block_pairs: int = BLOCK_PAIRS,
+                 uncertainty: str = "none", duration_scale: float = DURATION_SCALE) -> np.ndarray:
     """Score every trial: returns (n_trials,) float64 in trial order.
 
     trials.enroll ids are looked up in `enroll` (or, with `enroll_map` {model: [utt, ...]}, are model ids
@@ -197,12 +269,23 @@ def score_trials(scorer, trials: Trials, enroll: Embeddings, test: Embeddings, e
     average as one embedding; multi="plda" scores each model's prepared utterances as a set
     (`scorer.score_multi_matrix` on blocks of models, or `scorer.score_multi` on chunks of trials).
     `multi` only matters with `enroll_map`.
-    Raises ScoringInputError naming a missing id (or model), or mismatched dimensions.
+    `uncertainty` ("none", "spread", "duration"; PLDA only): each utterance's own variance, from `spread`
+    (per-dimension standard deviations) or `duration` (seconds; variance `duration_scale / duration`) of the
+    Embeddings, is added to its within-speaker covariance (`scoring.uncertainty`); multi="mean" gives the
+    average the variance of a mean, multi="plda" keeps each enrollment utterance's own. Zero variances give
+    exactly the scores without.
+    Raises ScoringInputError naming a missing id (or model), or mismatched dimensions; with uncertainty, the
+    file lacking spreads or durations (and the id without a duration).
     """
     _check_scorer(scorer, multi)
     _check_inputs(trials, enroll, test)
+    if uncertainty not in UNCERTAINTY:
+        raise ScoringInputError(f"uncertainty={uncertainty!r}; expected one of {UNCERTAINTY}")
     models, e_code = factorize(trials.enroll)
     tests, t_code = factorize(trials.test)
+    if uncertainty != "none":
+        return _score_uncertain(scorer, models, e_code, tests, t_code, enroll, test, enroll_map, multi,
+                                uncertainty, duration_scale, max_pairs, block_pairs)
     enr = _Enrollment(scorer, models, enroll, enroll_map, multi)
     T = _prepare(scorer, test.get(tests))
     return _score_pairs(scorer, enr, T, e_code, t_code, max_pairs, block_pairs)

@@ -8,9 +8,13 @@ cosine with anything is defined as 0.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
-from scoring.io import ScoringInputError, as_matrix
+from scoring.io import ScoringInputError, as_matrix, atomic_write
+
+_FORMAT = "spkver-cosine-v1"
 
 
 def _unit(X: np.ndarray) -> np.ndarray:
@@ -84,3 +88,29 @@ class CosineScorer:
             raise ScoringInputError(f"enroll has dimension {E.shape[1]} but test has {T.shape[1]}")
         S = E @ T.T
         return np.clip(S, -1.0, 1.0, out=S)
+
+    def save(self, path) -> None:
+        """Write `subtract_mean` and the mean (d,) (empty when not fitted) to `path` (.npz, no pickle), atomically."""
+        if self.subtract_mean and self.mean_ is None:
+            raise RuntimeError("CosineScorer(subtract_mean=True) is not fitted: nothing to save")
+        mean = np.zeros(0) if self.mean_ is None else self.mean_
+        with atomic_write(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, format=np.array(_FORMAT), subtract_mean=np.array(self.subtract_mean), mean=mean)
+
+    @classmethod
+    def load(cls, path) -> "CosineScorer":
+        """Read a scorer written by `save`; raises ScoringInputError naming the file when it is not one."""
+        path = os.fspath(path)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                content = {key: data[key] for key in data.files}
+        except (OSError, ValueError) as err:
+            raise ScoringInputError(f"{path}: cannot read a cosine scorer ({err})") from None
+        if str(content.get("format")) != _FORMAT or "subtract_mean" not in content or "mean" not in content:
+            raise ScoringInputError(f"{path}: not a {_FORMAT} file")
+        scorer = cls(subtract_mean=bool(content["subtract_mean"]))
+        mean = np.asarray(content["mean"], dtype=np.float64)
+        if mean.ndim != 1 or (scorer.subtract_mean and mean.size == 0) or not np.isfinite(mean).all():
+            raise ScoringInputError(f"{path}: mean must be a finite 1-D array, got shape {mean.shape}")
+        scorer.mean_ = mean if mean.size else None
+        return scorer

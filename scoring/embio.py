@@ -1,10 +1,12 @@
 """Embedding files of the back-end: `Embeddings` (ids + vectors) and their `.npz` / Kaldi `.ark` / `.scp` I/O.
 
 Formats:
-- ``.npz``: arrays ``ids`` (n,) str and ``embeddings`` (n, dim) (float32 when written here);
+- ``.npz``: arrays ``ids`` (n,) str and ``embeddings`` (n, dim) (float32 when written here), optionally
+  ``spread`` (n, dim) (per-dimension standard deviations, the Monte Carlo spread written by ``spkver extract
+  --mc-samples K``) and ``duration`` (n,) (seconds; NaN = unknown);
 - Kaldi ``.ark`` / ``.scp``: a table of vectors (a ``(1, dim)`` matrix per entry is accepted too), read and
   written with kaldiio; writing either suffix writes both files, the scp pointing at the archive by absolute
-  path.
+  path. A spread is a second table beside it, ``NAME.spread.ark`` / ``NAME.spread.scp``.
 
 Every bad input raises `scoring.io.ScoringInputError` naming the file and the entry (or id) at fault. The
 names here are re-exported by `scoring.io` (``from scoring.io import Embeddings, read_embeddings`` works).
@@ -26,10 +28,13 @@ __all__ = ["Embeddings", "read_embeddings", "write_embeddings"]
 class Embeddings:
     """Embeddings keyed by id: ids (n,) str, vectors (n, dim) float32 (finite, ids unique).
 
-    `source` (the file they were read from, if any) is used in error messages.
+    `source` (the file they were read from, if any) is used in error messages. Optional per-utterance
+    uncertainty (None when absent): `spread` (n, dim) float32, per-dimension standard deviations (finite,
+    >= 0); `duration` (n,) float64 seconds (> 0, NaN = unknown), with `duration_source` the file they came from.
     """
 
-    def __init__(self, ids, vectors, source: str | None = None):
+    def __init__(self, ids, vectors, source: str | None = None, spread=None, duration=None,
+                 duration_source: str | None = None):
         where = source or "embeddings"
         self.ids = np.asarray(ids, dtype=str)
         try:
@@ -49,6 +54,44 @@ class Embeddings:
         bad = ~np.isfinite(self.vectors).all(axis=1)
         if bad.any():
             raise ScoringInputError(f"{where}: embedding of id {str(self.ids[np.argmax(bad)])!r} contains NaN or inf")
+        self.spread = None if spread is None else self._checked_spread(spread, where)
+        self.duration = None if duration is None else self._checked_duration(duration, duration_source or where)
+        self.duration_source = None if duration is None else duration_source or source
+
+    def _checked_spread(self, spread, where: str) -> np.ndarray:
+        try:
+            spread = np.ascontiguousarray(spread, dtype=np.float32)
+        except (TypeError, ValueError) as err:
+            raise ScoringInputError(f"{where}: spread is not a numeric (n, dim) array ({err})") from None
+        if spread.shape != self.vectors.shape:
+            raise ScoringInputError(f"{where}: spread has shape {spread.shape}; expected {self.vectors.shape} "
+                                    "(one row of standard deviations per embedding)")
+        for bad, what in ((~np.isfinite(spread).all(axis=1), "contains NaN or inf"),
+                          ((spread < 0).any(axis=1), "is negative (a standard deviation must be >= 0)")):
+            if bad.any():
+                raise ScoringInputError(f"{where}: spread of id {str(self.ids[np.argmax(bad)])!r} {what}")
+        return spread
+
+    def _checked_duration(self, duration, where: str) -> np.ndarray:
+        try:
+            duration = np.asarray(duration, dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise ScoringInputError(f"{where}: durations are not numbers ({err})") from None
+        if duration.shape != self.ids.shape:
+            raise ScoringInputError(f"{where}: {duration.shape} durations for {len(self.ids)} ids")
+        bad = ~(np.isnan(duration) | (np.isfinite(duration) & (duration > 0)))
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ScoringInputError(f"{where}: duration of id {str(self.ids[i])!r} is {duration[i]}; expected a "
+                                    "positive number of seconds")
+        return duration
+
+    def with_duration(self, durations, source: str | None = None) -> "Embeddings":
+        """The same embeddings with `duration` from {id: seconds} (e.g. `scoring.io.read_utt2dur`); ids it lacks
+        get NaN (unknown: an error only where a duration is needed)."""
+        values = np.array([durations.get(key, np.nan) for key in self.ids.tolist()], dtype=np.float64)
+        return Embeddings(self.ids, self.vectors, self.source, self.spread, values, os.fspath(source) if source
+                          else None)
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -121,8 +164,24 @@ def _scp_items(path: str):
         yield key, value
 
 
-def read_embeddings(path) -> Embeddings:
-    """Read embeddings from `.npz` (arrays `ids`, `embeddings`), Kaldi `.scp` or `.ark` (via kaldiio)."""
+def _spread_table(path: str, suffix: str, emb: Embeddings) -> np.ndarray:
+    """Rows (n, dim) of the spread table beside a Kaldi table, aligned to `emb.ids`."""
+    table = _vectors_from_table(_scp_items(path) if suffix == ".scp" else kaldiio.load_ark(path), path)
+    missing = [key for key in emb.ids.tolist() if key not in table]
+    if missing:
+        raise ScoringInputError(f"{path}: no spread for id {missing[0]!r} ({len(missing)} of {len(emb)} ids of "
+                                f"{emb.source} missing)")
+    return table.get(emb.ids)
+
+
+def read_embeddings(path, spread: bool | None = None) -> Embeddings:
+    """Read embeddings from `.npz` (arrays `ids`, `embeddings`), Kaldi `.scp` or `.ark` (via kaldiio).
+
+    `spread`: None reads the per-dimension spread when the file has one (`.npz` array `spread`, or a Kaldi
+    table `NAME.spread.scp` / `.ark` beside `NAME.scp` / `.ark`); True requires it; False skips it. An `.npz`
+    array `duration` (n,) is read too. Spread problems (shape, NaN, negative, missing ids) raise naming the
+    file and the id.
+    """
     path = os.fspath(path)
     suffix = os.path.splitext(path)[1].lower()
     if not os.path.exists(path):
@@ -134,35 +193,52 @@ def read_embeddings(path) -> Embeddings:
                 if missing:
                     raise ScoringInputError(f"{path}: missing array(s) {missing} (found {data.files})")
                 ids, vectors = data["ids"], data["embeddings"]
+                if spread is True and "spread" not in data.files:
+                    raise ScoringInputError(f"{path}: no 'spread' array (per-dimension standard deviations: "
+                                            "extract with --mc-samples K)")
+                spreads = data["spread"] if spread is not False and "spread" in data.files else None
+                duration = data["duration"] if "duration" in data.files else None
         except (OSError, ValueError) as err:
             if isinstance(err, ScoringInputError):
                 raise
             raise ScoringInputError(f"{path}: not a readable .npz file ({err})") from None
         if ids.size == 0:
             raise ScoringInputError(f"{path}: no embeddings in file")
-        return Embeddings(ids, vectors, source=path)
+        return Embeddings(ids, vectors, source=path, spread=spreads, duration=duration)
     if suffix == ".scp":
-        return _vectors_from_table(_scp_items(path), path)
-    if suffix == ".ark":
-        return _vectors_from_table(kaldiio.load_ark(path), path)
-    raise ScoringInputError(f"{path}: unknown embedding format {suffix!r}; expected .npz, .scp or .ark")
+        emb = _vectors_from_table(_scp_items(path), path)
+    elif suffix == ".ark":
+        emb = _vectors_from_table(kaldiio.load_ark(path), path)
+    else:
+        raise ScoringInputError(f"{path}: unknown embedding format {suffix!r}; expected .npz, .scp or .ark")
+    spread_path = os.path.splitext(path)[0] + ".spread" + os.path.splitext(path)[1]
+    if spread is False or (spread is None and not os.path.exists(spread_path)):
+        return emb
+    if not os.path.exists(spread_path):
+        raise ScoringInputError(f"{path}: no spread table {spread_path} beside it (per-dimension standard "
+                                "deviations: extract with --mc-samples K)")
+    return Embeddings(emb.ids, emb.vectors, source=path, spread=_spread_table(spread_path, suffix, emb))
 
 
-def write_embeddings(path, ids, vectors) -> None:
+def write_embeddings(path, ids, vectors, spread=None, duration=None) -> None:
     """Write embeddings atomically; the suffix picks the format.
 
-    `.npz`: arrays `ids` and `embeddings` (float32). `.ark` or `.scp`: a Kaldi archive and its index,
-    both written (x.ark + x.scp), the scp pointing to the archive by absolute path.
+    `.npz`: arrays `ids` and `embeddings` (float32), and `spread` / `duration` when given. `.ark` or `.scp`:
+    a Kaldi archive and its index, both written (x.ark + x.scp), the scp pointing to the archive by absolute
+    path; a spread goes to x.spread.ark + x.spread.scp (durations are not stored in Kaldi tables: utt2dur).
     """
     path = os.fspath(path)
-    emb = Embeddings(ids, vectors, source=path)
+    emb = Embeddings(ids, vectors, source=path, spread=spread, duration=duration)
     base, suffix = os.path.splitext(path)
     if suffix.lower() == ".npz":
+        extra = {k: v for k, v in (("spread", emb.spread), ("duration", emb.duration)) if v is not None}
         with atomic_write(path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, ids=emb.ids, embeddings=emb.vectors)
+            np.savez(fh, ids=emb.ids, embeddings=emb.vectors, **extra)
         return
     if suffix.lower() not in (".ark", ".scp"):
         raise ScoringInputError(f"{path}: unknown embedding format {suffix!r}; expected .npz, .scp or .ark")
+    if emb.spread is not None:
+        write_embeddings(base + ".spread" + suffix, emb.ids, emb.spread)
     check_ids(emb.ids, path)
     ark, scp = os.path.abspath(base + ".ark"), base + ".scp"
     with atomic_write(scp) as tmp_scp, atomic_write(ark) as tmp_ark:  # the archive is replaced first

@@ -31,7 +31,7 @@ _FORMATS = ("voxceleb", "kaldi", "unlabelled")
 __all__ = [
     "ScoringInputError", "atomic_write", "atomic_write_text", "read_fields", "read_table", "table_rows",
     "check_ids", "Trials", "check_labels", "read_trials", "write_trials", "read_scores", "write_scores",
-    "align_scores", "read_utt2spk", "read_spk2utt", "as_matrix", "Embeddings", "read_embeddings",
+    "align_scores", "read_utt2spk", "read_spk2utt", "read_utt2dur", "as_matrix", "Embeddings", "read_embeddings",
     "write_embeddings",
 ]
 
@@ -247,6 +247,21 @@ def align_scores(trials: Trials, path) -> np.ndarray:
 def read_utt2spk(path) -> dict[str, str]:
     """Read `utt spk` lines -> {utt: spk}; errors name the line (field count, repeated utterance)."""
     return read_table(path)
+
+
+def read_utt2dur(path) -> dict[str, float]:
+    """Read Kaldi `utt seconds` lines -> {utt: seconds}; errors name the line (not a positive finite number)."""
+    path = os.fspath(path)
+    out: dict[str, float] = {}
+    for number, utt, value in table_rows(path):
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = float("nan")
+        if not (np.isfinite(seconds) and seconds > 0):
+            raise ScoringInputError(f"{path}:{number}: duration of {utt} is {value!r}; expected positive seconds")
+        out[utt] = seconds
+    return out
 
 
 def read_spk2utt(path) -> dict[str, list[str]]:

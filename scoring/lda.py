@@ -9,15 +9,28 @@ References
   between-class over within-class scatter via the generalised symmetric eigenproblem).
 - Length normalisation: Garcia-Romero & Espy-Wilson, "Analysis of i-vector length normalization in speaker
   recognition systems", Interspeech 2011.
+
+Ill-conditioned training data (a near-constant direction, as an over-trained network gives; more dimensions
+than utterances) is handled as Kaldi's ``ivector-compute-lda`` does (``--covariance-floor``, relative to the
+largest eigenvalue): eigenvalues of a covariance below ``COV_FLOOR`` times its largest are floored to that
+value (within-speaker covariances), or their directions dropped (whitening: directions with no variance carry
+no information), each time with a logged warning. On well-conditioned data (every eigenvalue above the floor)
+the computations are exactly those without this handling. Only data that cannot be fitted at all (all
+vectors identical, or every speaker's vectors identical) raise.
 """
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from scipy import linalg, sparse
 
-# Eigenvalues below this fraction of the largest one count as zero when checking a covariance's rank.
-RANK_TOL = 1e-10
+log = logging.getLogger(__name__)
+
+# Covariance eigenvalues below this fraction of the largest are floored (or their directions dropped):
+# Kaldi's `ivector-compute-lda --covariance-floor` default.
+COV_FLOOR = 1e-6
 
 
 class ClassStats:
@@ -74,16 +87,35 @@ def _sym(a: np.ndarray) -> np.ndarray:
     return 0.5 * (a + a.T)
 
 
-def check_full_rank(cov: np.ndarray, what: str) -> None:
-    """Raise ValueError when the symmetric (dim, dim) matrix `cov` is numerically singular."""
+def floor_covariance(cov: np.ndarray, what: str, floor: float = COV_FLOOR) -> tuple[np.ndarray, int]:
+    """Floor the eigenvalues of the symmetric (dim, dim) `cov` at `floor` times the largest.
+
+    Returns (covariance, number of eigenvalues floored); the covariance is `cov` itself when none is below
+    the floor (well-conditioned input passes through unchanged). Raises ValueError naming `what` when
+    `cov` is zero (no scale to floor against). The caller logs the flooring.
+    """
     evals = linalg.eigvalsh(cov)
-    top = max(float(evals[-1]), 0.0)
-    rank = int(np.sum(evals > RANK_TOL * top)) if top > 0 else 0
-    if rank < cov.shape[0]:
-        raise ValueError(
-            f"{what} is singular (rank {rank} < dim {cov.shape[0]}): the training vectors do not span their "
-            f"space; use more utterances per speaker or reduce the dimension with lda_dim <= {max(rank, 1)}"
-        )
+    top = float(evals[-1])
+    if not top > 0:
+        raise ValueError(f"{what} is zero")
+    if evals[0] > floor * top:
+        return cov, 0
+    evals, evecs = linalg.eigh(cov)
+    low = evals <= floor * top
+    return _sym((evecs * np.maximum(evals, floor * top)) @ evecs.T), int(low.sum())
+
+
+def _range_basis(cov: np.ndarray, floor: float = COV_FLOOR) -> np.ndarray:
+    """Whitening basis (dim, r) of the symmetric PSD `cov`, without the directions whose eigenvalue is at most
+    `floor` times the largest (their count is dim - r). Raises ValueError when `cov` is zero."""
+    evals, evecs = linalg.eigh(cov)
+    top = float(evals[-1])
+    if not top > 0:
+        raise ValueError("all training vectors are identical (zero covariance): there is nothing to fit")
+    keep = evals > floor * top
+    if keep.all():
+        return evecs / np.sqrt(evals)
+    return evecs[:, keep] / np.sqrt(evals[keep])
 
 
 def lda_projection(stats: ClassStats, lda_dim: int) -> np.ndarray:
@@ -93,30 +125,58 @@ def lda_projection(stats: ClassStats, lda_dim: int) -> np.ndarray:
     between- and within-class covariances, and keeps the `lda_dim` eigenvectors of largest lambda, most
     discriminant first. The columns are S_w-orthonormal (V^T S_w V = I), so projected vectors have an
     identity within-class covariance. Requires lda_dim < n_classes (S_b has rank n_classes - 1).
+
+    Ill-conditioned S_w (an eigenvalue at most `COV_FLOOR` times the largest): the problem is solved in the
+    span of the total covariance S_t = S_b + S_w without its null directions (eigenvalue <= COV_FLOOR times
+    the largest; they carry no variance), with the eigenvalues of S_w floored there at COV_FLOOR times the
+    largest (Kaldi's `ivector-compute-lda`); the columns are then orthonormal for the floored S_w. When that
+    span has fewer than `lda_dim` dimensions, all of them are kept. A warning says what was done.
     """
     if not 1 <= lda_dim < stats.n_classes:
         raise ValueError(f"lda_dim={lda_dim} must be in [1, n_speakers - 1 = {stats.n_classes - 1}]")
     if lda_dim > stats.dim:
         raise ValueError(f"lda_dim={lda_dim} exceeds the embedding dimension {stats.dim}")
     within = stats.within_scatter() / stats.n_total
-    check_full_rank(within, "the within-speaker covariance")
     between = stats.between_scatter() / stats.n_total
-    _, vecs = linalg.eigh(between, within, subset_by_index=[stats.dim - lda_dim, stats.dim - 1])
-    return np.ascontiguousarray(vecs[:, ::-1])
+    evals = linalg.eigvalsh(within)
+    if evals[-1] > 0 and evals[0] > COV_FLOOR * evals[-1]:
+        _, vecs = linalg.eigh(between, within, subset_by_index=[stats.dim - lda_dim, stats.dim - 1])
+        return np.ascontiguousarray(vecs[:, ::-1])
+    basis = _range_basis(within + between)  # (dim, r): S_t = I in these coordinates
+    rank = basis.shape[1]
+    try:
+        within_r, n_floored = floor_covariance(_sym(basis.T @ within @ basis), "the within-speaker covariance")
+    except ValueError:
+        raise ValueError("the within-speaker covariance is zero: every speaker's training vectors are "
+                         "identical") from None
+    out_dim = min(lda_dim, rank)
+    done = []
+    if rank < stats.dim:
+        done.append(f"dropped {stats.dim - rank} direction(s) of total variance <= {COV_FLOOR:g} of the largest")
+    if n_floored:
+        done.append(f"floored {n_floored} within-speaker eigenvalue(s) at {COV_FLOOR:g} of the largest")
+    if out_dim < lda_dim:
+        done.append(f"output dimension {out_dim} < lda_dim={lda_dim} (the rank of the data)")
+    log.warning("LDA: the within-speaker covariance is ill-conditioned (eigenvalues %.3g .. %.3g): %s",
+                max(float(evals[0]), 0.0), float(evals[-1]), "; ".join(done) or "solved in the span of the data")
+    _, vecs = linalg.eigh(_sym(basis.T @ between @ basis), within_r, subset_by_index=[rank - out_dim, rank - 1])
+    return np.ascontiguousarray(basis @ vecs[:, ::-1])
 
 
 def whitening_projection(second: np.ndarray, n: int) -> np.ndarray:
-    """PCA whitening matrix (dim, dim) for centred vectors with sum of outer products `second` over `n` rows.
+    """PCA whitening matrix (dim, r) for centred vectors with sum of outer products `second` over `n` rows.
 
     With C = second / n = U diag(s) U^T, returns U diag(s^-1/2): rows x (1, dim) map to x @ W with identity
-    covariance. Raises ValueError when C is singular.
+    covariance (r = dim). Directions of eigenvalue at most `COV_FLOOR` times the largest carry no variance and
+    are dropped (r < dim), with a warning. Raises ValueError when C is zero (all vectors identical).
     """
     cov = _sym(np.asarray(second, dtype=np.float64) / n)
-    evals, evecs = linalg.eigh(cov)
-    top = max(float(evals[-1]), 0.0)
-    if top <= 0 or evals[0] <= RANK_TOL * top:
-        check_full_rank(cov, "the total covariance of the (projected) training vectors")
-    return evecs / np.sqrt(evals)
+    proj = _range_basis(cov)
+    if proj.shape[1] < cov.shape[0]:
+        log.warning("whitening: dropped %d of %d direction(s) whose variance is <= %g of the largest (the "
+                    "training vectors do not span their space)", cov.shape[0] - proj.shape[1], cov.shape[0],
+                    COV_FLOOR)
+    return proj
 
 
 def length_normalize(X: np.ndarray) -> np.ndarray:

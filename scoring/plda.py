@@ -29,10 +29,17 @@ Precision: raw or transformed inputs are scored in float64. `PLDA.prepare` gives
 by default float32 (as `scoring.backend` uses them): the GEMM then runs in float32 (twice as fast, half the
 memory), the quadratic terms in float64. With 512-dim embeddings the scores stay within a few 1e-7 of the
 score range of float64 ones (measured: at most 4.4e-5 for scores spanning -152..-8), far below what moves an EER.
+
+Uncertainty (`scoring.uncertainty`): every scoring method takes optional per-utterance variances in the scoring
+basis (`enroll_var`, `test_var`, from `PLDA.prepare_variance`: a Monte Carlo spread carried through the
+pre-processing, or a duration), added to each side's within-speaker covariance; the diagonal approximation in
+this basis keeps the LLR closed form, with the speaker posterior `PLDA.posterior` and `PLDA.score_posterior`.
+Zero (or no) variances give exactly the scores above.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Sequence
 
@@ -40,7 +47,10 @@ import numpy as np
 from scipy import linalg
 
 from scoring.io import ScoringInputError, as_matrix, atomic_write
-from scoring.lda import ClassStats, check_full_rank, lda_projection, length_normalize, whitening_projection
+from scoring.lda import COV_FLOOR, ClassStats, floor_covariance, lda_projection, length_normalize, whitening_projection
+from scoring.uncertainty import DURATION_SCALE, check_duration, check_variance, posterior, score_pairs
+
+log = logging.getLogger(__name__)
 
 _FORMAT = "spkver-plda-v1"
 _ARRAYS = ("mean_", "projection_", "plda_mean_", "between_", "within_", "loglik_")
@@ -133,7 +143,13 @@ class PLDA:
 
     # ------------------------------------------------------------------ training
     def fit(self, X, spk) -> "PLDA":
-        """Train on X (n, d) embeddings with speaker labels spk (n,) (any hashable labels)."""
+        """Train on X (n, d) embeddings with speaker labels spk (n,) (any hashable labels).
+
+        Ill-conditioned X (near-constant directions, more dimensions than utterances) trains with a logged warning:
+        null directions are dropped (whitening; then `dim` < d) and tiny within-speaker eigenvalues floored
+        (`scoring.lda`, `_train`). Raises ScoringInputError naming the reason for data that cannot be fitted:
+        fewer than 2 speakers, no speaker with 2 utterances, NaN / inf, all vectors (or each speaker's) identical.
+        """
         X = as_matrix(X, "X")
         spk = np.asarray(spk)
         if spk.ndim != 1 or spk.shape[0] != X.shape[0]:
@@ -169,12 +185,19 @@ class PLDA:
         return self
 
     def _train(self, stats: ClassStats) -> None:
-        """Initialise from class moments, then run `n_iter` EM steps on pre-processed statistics."""
-        within = stats.within_scatter() / stats.n_total
+        """Initialise from class moments, then run `n_iter` EM steps on pre-processed statistics.
+
+        An ill-conditioned within-speaker covariance (eigenvalues at most `scoring.lda.COV_FLOOR` times the
+        largest: more dimensions than the data span, a near-constant direction) has those eigenvalues floored at
+        that fraction, at the start and after every EM step (Kaldi's covariance floor), with a warning; on
+        well-conditioned data nothing changes (EM keeps the within-speaker covariance above the data's).
+        """
+        what = "the within-speaker covariance of the transformed vectors"
         try:
-            check_full_rank(within, "the within-speaker covariance of the transformed vectors")
-        except ValueError as err:
-            raise ScoringInputError(f"PLDA.fit: {err}") from None
+            within, n_floored = floor_covariance(stats.within_scatter() / stats.n_total, what)
+        except ValueError:
+            raise ScoringInputError(f"PLDA.fit: {what} is zero: every speaker's training vectors are "
+                                    "identical") from None
         means = stats.sums / stats.counts[:, None]
         mu = means.mean(axis=0)
         between = np.cov(means, rowvar=False, bias=True).reshape(stats.dim, stats.dim)
@@ -183,6 +206,12 @@ class PLDA:
         for _ in range(self.n_iter):
             mu, between, within, ll = em_step(stats, mu, between, within)
             loglik.append(ll)
+            if n_floored:
+                within, _ = floor_covariance(within, what)
+        if n_floored:
+            log.warning("PLDA: %s is singular or ill-conditioned (%d of %d eigenvalues <= %g of the largest, e.g. "
+                        "fewer within-speaker degrees of freedom than dimensions): floored them at that fraction",
+                        what, n_floored, stats.dim, COV_FLOOR)
         self.loglik_ = np.asarray(loglik, dtype=np.float64)
         self._set_model(mu, between, within)
 
@@ -195,6 +224,7 @@ class PLDA:
         self._q = 1.0 / (1.0 + self._psi) - (1.0 + self._psi) / (1.0 + 2.0 * self._psi)
         self._p = self._psi / (1.0 + 2.0 * self._psi)
         self._const = float(np.sum(np.log1p(self._psi) - 0.5 * np.log1p(2.0 * self._psi)))
+        self._spread_map = None  # (projection_ @ basis)^2, built on first use by prepare_variance
 
     # ------------------------------------------------------------------ transform
     def _check_fitted(self) -> None:
@@ -252,21 +282,34 @@ class PLDA:
     def _row_terms(self, Z: np.ndarray) -> np.ndarray:
         return 0.5 * (Z * Z) @ self._q
 
-    def score(self, enroll, test, transformed: bool = False, prepared: bool = False) -> np.ndarray:
+    def score(self, enroll, test, transformed: bool = False, prepared: bool = False, enroll_var=None,
+              test_var=None) -> np.ndarray:
         """Paired LLRs: enroll (n, d), test (n, d) -> (n,). Inputs are raw embeddings, `transform` output
-        (`transformed=True`) or `prepare` output (`prepared=True`)."""
+        (`transformed=True`) or `prepare` output (`prepared=True`). `enroll_var` / `test_var` (n, dim):
+        per-utterance variances in the scoring basis (`prepare_variance`), or None."""
         E = self._coords(enroll, "enroll", transformed, prepared)
         T = self._coords(test, "test", transformed, prepared)
         if E.shape[0] != T.shape[0]:
             raise ScoringInputError(f"enroll has {E.shape[0]} rows but test has {T.shape[0]}; score() pairs rows")
+        enroll_var, test_var = self._variances(enroll_var, E.shape, "enroll_var"), self._variances(test_var, T.shape)
+        if enroll_var is not None or test_var is not None:
+            mean, var = self._posterior(E, enroll_var, np.ones(len(E), dtype=np.int64))
+            index = np.arange(len(E))
+            return score_pairs(self._psi, mean, var, T, test_var, index, index, np.result_type(E.dtype, T.dtype))
         cross = np.einsum("ij,ij->i", E * self._p.astype(E.dtype), T)
         return cross + self._row_terms(E) + self._row_terms(T) + self._const
 
-    def score_matrix(self, enroll, test, transformed: bool = False, prepared: bool = False) -> np.ndarray:
-        """All-pairs LLRs: enroll (m, d), test (k, d) -> (m, k), one GEMM in the inputs' precision."""
+    def score_matrix(self, enroll, test, transformed: bool = False, prepared: bool = False, enroll_var=None,
+                     test_var=None) -> np.ndarray:
+        """All-pairs LLRs: enroll (m, d), test (k, d) -> (m, k), one GEMM in the inputs' precision (with
+        variances (m, dim) / (k, dim), as in `score`: elementwise per pair)."""
         E = self._coords(enroll, "enroll", transformed, prepared)
         T = self._coords(test, "test", transformed, prepared)
         dtype = np.result_type(E.dtype, T.dtype)
+        enroll_var, test_var = self._variances(enroll_var, E.shape, "enroll_var"), self._variances(test_var, T.shape)
+        if enroll_var is not None or test_var is not None:
+            mean, var = self._posterior(E, enroll_var, np.ones(len(E), dtype=np.int64))
+            return self._all_pairs(mean, var, T, test_var, dtype)
         S = (E * self._p.astype(dtype)) @ T.T.astype(dtype, copy=False)
         S += self._row_terms(E)[:, None]
         S += self._row_terms(T)[None, :] + self._const
@@ -283,8 +326,8 @@ class PLDA:
         const = 0.5 * np.sum(np.log(null_var) - np.log(pred_var), axis=1)
         return cross, -shrink * cross, 1.0 / null_var - 1.0 / pred_var, const
 
-    def _set_means(self, enroll_sets: Sequence, transformed: bool, prepared: bool):
-        """enroll_sets[i] (k_i, d) -> (means (m, dim) float64 in the diagonal basis, counts (m,), coordinate dtype)."""
+    def _set_coords(self, enroll_sets: Sequence, transformed: bool, prepared: bool):
+        """enroll_sets[i] (k_i, d) -> (coordinates (sum k_i, dim) in the diagonal basis, counts (m,))."""
         d_in = self.dim if transformed or prepared else self.mean_.shape[0]
         arrays = [np.asarray(v) for v in enroll_sets]
         for i, v in enumerate(arrays):
@@ -295,25 +338,39 @@ class PLDA:
                 raise ScoringInputError(f"enroll_sets[{i}] is empty")
         counts = np.fromiter(map(len, arrays), dtype=np.int64, count=len(arrays))
         if not arrays:
-            return np.empty((0, self.dim)), counts, np.dtype(np.float64)
+            return np.empty((0, self.dim)), counts
         X = np.concatenate(arrays)
         bad = ~np.isfinite(X).all(axis=1)
         if bad.any():
             row = int(np.argmax(bad))
             i = int(np.searchsorted(np.cumsum(counts), row, side="right"))
             raise ScoringInputError(f"enroll_sets[{i}]: row {row - int(counts[:i].sum())} contains NaN or inf")
-        Z = self._coords(X, "enroll_sets", transformed, prepared)  # all vectors projected in one go
+        return self._coords(X, "enroll_sets", transformed, prepared), counts  # all vectors projected in one go
+
+    def _set_means(self, enroll_sets: Sequence, transformed: bool, prepared: bool):
+        """enroll_sets[i] (k_i, d) -> (means (m, dim) float64 in the diagonal basis, counts (m,), coordinate dtype)."""
+        Z, counts = self._set_coords(enroll_sets, transformed, prepared)
+        if not len(counts):
+            return Z, counts, np.dtype(np.float64)
         means = np.add.reduceat(Z, np.cumsum(counts) - counts, axis=0, dtype=np.float64) / counts[:, None]
         return means, counts, Z.dtype
 
     def score_multi_matrix(self, enroll_sets: Sequence, test, transformed: bool = False,
-                           prepared: bool = False) -> np.ndarray:
+                           prepared: bool = False, enroll_var=None, test_var=None) -> np.ndarray:
         """Multi-enrollment LLRs of all models against all tests: enroll_sets[i] (k_i, d), test (n, d) -> (m, n).
 
         Exact for the model (Kaldi's `Plda::LogLikelihoodRatio` with num_utts): a model enters only through its
         count k and mean ebar in the diagonal basis, so models are grouped by k, one GEMM per group (llr_k).
+        With variances (`enroll_var[i]` (k_i, dim) per utterance, `test_var` (n, dim)): `posterior` then
+        `score_posterior` over all pairs.
         """
         T = self._coords(test, "test", transformed, prepared)
+        if enroll_var is not None or test_var is not None:
+            Z, counts = self._set_coords(enroll_sets, transformed, prepared)
+            S, B = self._set_variances(enroll_var, counts), self._variances(test_var, T.shape)
+            if S is not None or B is not None:
+                mean, var = self._posterior(Z, S, counts)
+                return self._all_pairs(mean, var, T, B, np.result_type(Z.dtype, T.dtype))
         means, counts, dtype = self._set_means(enroll_sets, transformed, prepared)
         dtype = np.result_type(dtype, T.dtype)
         uniq, group = np.unique(counts, return_inverse=True)
@@ -333,15 +390,23 @@ class PLDA:
         return out
 
     def score_multi(self, enroll_sets: Sequence, test, transformed: bool = False,
-                    prepared: bool = False) -> np.ndarray:
+                    prepared: bool = False, enroll_var=None, test_var=None) -> np.ndarray:
         """Multi-enrollment LLRs: enroll_sets[i] (k_i, d) against test row i; test (n, d) -> (n,).
 
         llr_i = log p(t_i | e_1..e_k same speaker) - log p(t_i), `score_multi_matrix` paired: rows grouped by
-        count k_i, each group scored with elementwise products. Equals `score` when every k_i = 1.
+        count k_i, each group scored with elementwise products. Equals `score` when every k_i = 1. Variances
+        (`enroll_var[i]` (k_i, dim), `test_var` (n, dim)) as in `score_multi_matrix`.
         """
         T = self._coords(test, "test", transformed, prepared)
         if len(enroll_sets) != T.shape[0]:
             raise ScoringInputError(f"got {len(enroll_sets)} enrollment sets for {T.shape[0]} test rows")
+        if enroll_var is not None or test_var is not None:
+            Z, counts = self._set_coords(enroll_sets, transformed, prepared)
+            S, B = self._set_variances(enroll_var, counts), self._variances(test_var, T.shape)
+            if S is not None or B is not None:
+                mean, var = self._posterior(Z, S, counts)
+                index = np.arange(len(T))
+                return score_pairs(self._psi, mean, var, T, B, index, index, np.result_type(Z.dtype, T.dtype))
         means, counts, _ = self._set_means(enroll_sets, transformed, prepared)
         uniq, group = np.unique(counts, return_inverse=True)
         cross, enroll_q, test_q, const = self._count_terms(uniq)
@@ -352,6 +417,112 @@ class PLDA:
             out[rows] = (np.einsum("ij,ij->i", M * cross[g], Tg) + 0.5 * (M * M) @ enroll_q[g]
                          + 0.5 * (Tg * Tg) @ test_q[g] + const[g])
         return out
+
+    # ------------------------------------------------------------------ uncertainty
+    def prepare_variance(self, X, spread=None, duration=None, duration_scale: float = DURATION_SCALE,
+                         dtype=np.float32) -> np.ndarray:
+        """Per-utterance extra variances (n, dim) in the scoring basis, the diagonal approximation of the
+        utterances' uncertainty (`scoring.uncertainty` gives the maps and the approximation).
+
+        X (n, d_in) raw embeddings (their length sets the length-normalisation scale); `spread` (n, d_in)
+        per-dimension standard deviations of X (e.g. the Monte Carlo spread), carried through centring, LDA,
+        whitening (covariance A^T Sigma A), length normalisation (scaled by dim / ||y||^2) and the basis, then
+        reduced to its diagonal; `duration` (n,) seconds, giving `duration_scale / duration` in every dimension.
+        Both given: the sum. Neither: zeros.
+        """
+        self._check_fitted()
+        X = as_matrix(X, "X", self.mean_.shape[0])
+        var = np.zeros((X.shape[0], self.dim))
+        if spread is not None:
+            spread = check_variance(spread, X.shape, "spread").astype(np.float64, copy=False)
+            if self._spread_map is None:
+                self._spread_map = np.square(self.projection_ @ self._basis)  # (d_in, dim)
+            var += (spread * spread) @ self._spread_map
+            if self.length_norm:
+                Y = (X - self.mean_) @ self.projection_
+                sq = np.einsum("ij,ij->i", Y, Y)
+                var *= np.where(sq > 0, self.dim / np.where(sq > 0, sq, 1.0), 1.0)[:, None]
+        if duration is not None:
+            if not (np.isfinite(duration_scale) and duration_scale > 0):
+                raise ScoringInputError(f"duration_scale must be a positive number of seconds, got {duration_scale}")
+            var += duration_scale / check_duration(duration, X.shape[0])[:, None]
+        return var.astype(dtype, copy=False)
+
+    def _variances(self, S, shape: tuple[int, int], name: str = "test_var") -> np.ndarray | None:
+        """Validated variances (n, dim) for coordinates of `shape`, or None when absent or all zero."""
+        if S is None:
+            return None
+        S = check_variance(S, shape, name)
+        return S if S.any() else None
+
+    def _posterior(self, Z: np.ndarray, S: np.ndarray | None, counts: np.ndarray):
+        if not len(counts):
+            return np.empty((0, self.dim), Z.dtype), np.empty((0, self.dim), Z.dtype)
+        mean, var = posterior(self._psi, Z, S, counts)
+        return mean.astype(Z.dtype, copy=False), var.astype(Z.dtype, copy=False)
+
+    def _set_variances(self, enroll_var, counts: np.ndarray) -> np.ndarray | None:
+        """enroll_var: a list of (k_i, dim) variances, one per enrollment set -> (sum k_i, dim), or None when
+        absent or all zero."""
+        if enroll_var is None:
+            return None
+        if isinstance(enroll_var, np.ndarray) or len(enroll_var) != len(counts):
+            raise ScoringInputError(f"enroll_var: expected a list of {len(counts)} arrays (k_i, {self.dim}), one "
+                                    "per enrollment set")
+        for i, (v, k) in enumerate(zip(enroll_var, counts.tolist())):
+            check_variance(v, (k, self.dim), f"enroll_var[{i}]")
+        if not len(counts):
+            return None
+        return self._variances(np.concatenate(enroll_var), (int(counts.sum()), self.dim), "enroll_var")
+
+    def posterior(self, enroll_sets, enroll_var=None, transformed: bool = False, prepared: bool = False):
+        """Speaker posterior of each model in the scoring basis: (mean (m, dim), var (m, dim)).
+
+        enroll_sets: a list of m arrays (k_i, d) (one model each), or one array (m, d) of single-utterance
+        models; inputs as in `score`. enroll_var: their variances (`prepare_variance`), a list of (k_i, dim) or
+        an array (m, dim) to match, or None (zero). Per dimension: var = psi / (1 + psi sum_j w_j),
+        mean = var sum_j w_j z_j, w_j = 1 / (1 + s_j) (`scoring.uncertainty`); the arrays have the
+        coordinates' dtype. `score_posterior` scores them.
+        """
+        self._check_fitted()
+        if isinstance(enroll_sets, np.ndarray) and enroll_sets.ndim == 2:
+            Z = self._coords(enroll_sets, "enroll", transformed, prepared)
+            counts = np.ones(len(Z), dtype=np.int64)
+            S = self._variances(enroll_var, Z.shape, "enroll_var")
+        else:
+            Z, counts = self._set_coords(enroll_sets, transformed, prepared)
+            S = self._set_variances(enroll_var, counts)
+        return self._posterior(Z, S, counts)
+
+    def score_posterior(self, mean, var, test, test_var=None, pairs=None, transformed: bool = False,
+                        prepared: bool = False) -> np.ndarray:
+        """LLRs of speaker posteriors (`posterior`: mean, var (m, dim)) against test vectors (k, d) with variances
+        `test_var` (k, dim) or None: row i against row i (m = k), or the trials `pairs` = (model index (n,),
+        test index (n,)). Returns (n,) float64; elementwise per trial, in chunks (`scoring.uncertainty`)."""
+        self._check_fitted()
+        T = self._coords(test, "test", transformed, prepared)
+        mean = as_matrix(mean, "mean", self.dim, keep_float32=True)
+        var = check_variance(var, mean.shape, "var")
+        test_var = self._variances(test_var, T.shape)
+        if pairs is None:
+            if len(mean) != len(T):
+                raise ScoringInputError(f"{len(mean)} posteriors but {len(T)} test rows; without pairs rows are paired")
+            e_idx = t_idx = np.arange(len(T))
+        else:
+            e_idx, t_idx = (np.asarray(p) for p in pairs)
+            if e_idx.shape != t_idx.shape or e_idx.ndim != 1 or not (np.issubdtype(e_idx.dtype, np.integer)
+                                                                     and np.issubdtype(t_idx.dtype, np.integer)):
+                raise ScoringInputError("pairs: expected two 1-D integer arrays of the same length")
+            for idx, n, name in ((e_idx, len(mean), "model"), (t_idx, len(T), "test")):
+                if idx.size and (idx.min() < 0 or idx.max() >= n):
+                    raise ScoringInputError(f"pairs: {name} index out of range [0, {n})")
+        return score_pairs(self._psi, mean, var, T, test_var, e_idx, t_idx, np.result_type(mean.dtype, T.dtype))
+
+    def _all_pairs(self, mean, var, T, test_var, dtype) -> np.ndarray:
+        """(m, k) LLRs of m posteriors against k test rows, elementwise per pair."""
+        m, k = len(mean), len(T)
+        e_idx, t_idx = np.repeat(np.arange(m), k), np.tile(np.arange(k), m)
+        return score_pairs(self._psi, mean, var, T, test_var, e_idx, t_idx, dtype).reshape(m, k).astype(dtype)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path) -> None:

@@ -73,10 +73,13 @@ class ExtractSummary:
 
 # ------------------------------------------------------------------------------------------------ inputs
 def as_data(data_dir=None, wav_scp=None, files=None, audio_root=None) -> tuple[DataDir, list[str]]:
-    """Exactly one input as a :class:`DataDir` plus the output order of its ids."""
+    """Exactly one input as a :class:`DataDir` plus the output order of its ids (``data_dir``: a path, or a
+    :class:`DataDir` already in memory, whose ids keep their order)."""
     given = [x is not None for x in (data_dir, wav_scp, files)]
     if sum(given) != 1:
         raise ValueError("give exactly one of data_dir, wav_scp or files")
+    if isinstance(data_dir, DataDir):
+        return data_dir, list(data_dir.utt2spk)
     if data_dir is not None:
         data = DataDir.load(data_dir, audio_root=audio_root)
         return data, data.utts
@@ -102,6 +105,16 @@ def as_data(data_dir=None, wav_scp=None, files=None, audio_root=None) -> tuple[D
         seen[p.stem] = p
     data = DataDir(wav_scp={s: str(p.resolve()) for s, p in seen.items()}, utt2spk={s: s for s in seen})
     return data, list(seen)
+
+
+def check_files(data: DataDir, utts: list[str]) -> None:
+    """Raise :class:`AudioError` for the first utterance whose audio file (not a pipe) does not exist."""
+    for utt in utts:
+        reco = data.recording(utt)[0]
+        entry = data.resolve(reco)
+        if not is_pipe(entry) and not Path(entry).is_file():
+            raise AudioError("no such audio file (skip_bad=True, --skip-bad on the command line, leaves such "
+                             "files out)", utt, entry)
 
 
 def durations(data: DataDir, utts: list[str]) -> dict[str, float | None]:
@@ -153,8 +166,8 @@ def plan_batches(utts: list[str], seconds: dict, frames_per_second: float, batch
 class BatchFeatures(Dataset):
     """Item ``k``: ``[(utt, feats (frames, dim) float32 | None, error | None, audio seconds)]`` of batch k."""
 
-    def __init__(self, data: DataDir, batches: list[list[str]], feature_cfg):
-        self.data, self.batches, self.cfg = data, batches, feature_cfg
+    def __init__(self, data: DataDir, batches: list[list[str]], feature_cfg, min_speech_frames: int = 0):
+        self.data, self.batches, self.cfg, self.min_speech = data, batches, feature_cfg, min_speech_frames
 
     def __len__(self):
         return len(self.batches)
@@ -163,7 +176,7 @@ class BatchFeatures(Dataset):
         out = []
         for utt in self.batches[k]:
             try:
-                feats, seconds = utterance_features(self.data, utt, self.cfg)
+                feats, seconds = utterance_features(self.data, utt, self.cfg, self.min_speech)
                 out.append((utt, feats, None, seconds))
             except AudioError as err:
                 out.append((utt, None, str(err), 0.0))
@@ -178,6 +191,36 @@ def windows(feats: np.ndarray, max_frames: int) -> list[np.ndarray]:
     if n < MIN_FRAMES:
         return [feats[np.arange(MIN_FRAMES) % n]]
     return np.array_split(feats, max(1, min(math.ceil(n / max_frames), n // MIN_FRAMES)))
+
+
+def window_batch(feats: list[np.ndarray], max_frames: int) -> tuple:
+    """The :func:`windows` of every utterance of ``feats`` (each ``(frames_i, dim)``), zero-padded into one batch.
+
+    Returns ``(x (pieces, longest, dim) float32, lengths (pieces,) int64, owner (pieces,) int64)``:
+    ``lengths[j]`` valid frames of window ``j`` (>= :data:`MIN_FRAMES`), ``owner[j]`` the index in ``feats``
+    of its utterance. :func:`merge_windows` turns the window embeddings back into one row per utterance.
+    """
+    pieces, owner = [], []
+    for i, f in enumerate(feats):
+        for w in windows(f, max_frames):
+            pieces.append(w)
+            owner.append(i)
+    lengths = np.array([len(p) for p in pieces], dtype=np.int64)
+    x = np.zeros((len(pieces), int(lengths.max()), pieces[0].shape[1]), dtype=np.float32)
+    for j, p in enumerate(pieces):
+        x[j, :len(p)] = p
+    return x, lengths, np.array(owner, dtype=np.int64)
+
+
+def merge_windows(values: np.ndarray, lengths: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
+    """Rows ``values (pieces, d)`` of the windows of :func:`window_batch` -> ``(n, d)`` float32: each
+    utterance's frame-weighted mean of its windows (``values`` itself when every utterance is one window)."""
+    if len(values) == n:
+        return values
+    weights = np.zeros((n, len(values)), dtype=np.float64)
+    weights[owner, np.arange(len(values))] = lengths
+    weights /= weights.sum(axis=1, keepdims=True)
+    return (weights @ values).astype(np.float32)
 
 
 class Embedder:
@@ -202,33 +245,21 @@ class Embedder:
         return self.model.extract(x, lengths, mc_samples=self.mc)
 
     def __call__(self, feats: list[np.ndarray]):
-        pieces, owner = [], []
-        for i, f in enumerate(feats):
-            for w in windows(f, self.max_frames):
-                pieces.append(w)
-                owner.append(i)
-        longest = max(len(p) for p in pieces)
-        x = np.zeros((len(pieces), longest, pieces[0].shape[1]), dtype=np.float32)
-        for j, p in enumerate(pieces):
-            x[j, :len(p)] = p
-        lengths = torch.tensor([len(p) for p in pieces])
+        x, lengths, owner = window_batch(feats, self.max_frames)
+        longest = x.shape[1]
         xt = torch.from_numpy(x).to(self.device, non_blocking=True)
         dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
         # Monte Carlo draws are seeded per call, without disturbing the caller's RNG state
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), \
                 torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=self.amp is not None):
             torch.manual_seed(self.seed + self.calls)
-            emb, spread = self._forward(xt, None if bool((lengths == longest).all()) else lengths.to(self.device))
+            emb, spread = self._forward(xt, None if bool((lengths == longest).all())
+                                        else torch.from_numpy(lengths).to(self.device))
         self.calls += 1
         emb = emb.float().cpu().numpy()
         spread = None if spread is None else spread.float().cpu().numpy()
-        if len(pieces) == len(feats):
-            return emb, spread
-        weights = np.zeros((len(feats), len(pieces)), dtype=np.float64)
-        weights[owner, np.arange(len(pieces))] = lengths.numpy()
-        weights /= weights.sum(axis=1, keepdims=True)
-        return ((weights @ emb).astype(np.float32),
-                None if spread is None else (weights @ spread).astype(np.float32))
+        return (merge_windows(emb, lengths, owner, len(feats)),
+                None if spread is None else merge_windows(spread, lengths, owner, len(feats)))
 
 
 def _single_thread(_):
@@ -236,9 +267,10 @@ def _single_thread(_):
 
 
 def iterate(data: DataDir, batches: list[list[str]], feature_cfg, embedder: Embedder, num_workers: int,
-            skip_bad: bool, progress: bool = False):
+            skip_bad: bool, progress: bool = False, min_speech_frames: int = 0):
     """Yield ``(ids, embeddings, spread | None, bad {id: reason}, audio seconds)`` per batch, in order."""
-    loader = DataLoader(BatchFeatures(data, batches, feature_cfg), batch_size=None, num_workers=num_workers,
+    loader = DataLoader(BatchFeatures(data, batches, feature_cfg, min_speech_frames), batch_size=None,
+                        num_workers=num_workers,
                         worker_init_fn=_single_thread, prefetch_factor=4 if num_workers else None,
                         generator=torch.Generator())  # leaves the global RNG alone
     bar = show_progress(total=sum(len(b) for b in batches), desc="extract", unit="utt", disable=not progress)
@@ -310,19 +342,22 @@ def _write_output(out: Path, ids: list[str], emb: np.ndarray, spread: np.ndarray
 def extract(model_path, out, data_dir=None, wav_scp=None, files=None, mc_samples: int = 0,
             device: str = "cpu", batch_frames: int = 10000, skip_bad: bool = False, resume: bool = True,
             audio_root=None, max_seconds: float = 60.0, num_workers: int | None = None, amp: str | None = None,
-            progress: bool = False, seed: int = 0, batch_size: int | None = None) -> ExtractSummary:
+            progress: bool = False, seed: int = 0, batch_size: int | None = None,
+            min_speech_seconds: float = 0.0) -> ExtractSummary:
     """Extract one embedding per utterance with the model of ``model_path`` (checkpoint or experiment dir).
 
     Args:
         out: ``.npz`` (arrays ``ids``, ``embeddings`` and, with ``mc_samples > 0``, ``spread``) or ``.ark`` /
             ``.scp`` (a Kaldi archive and its index).
-        data_dir / wav_scp / files: exactly one input (``audio_root`` resolves relative ``wav.scp`` paths).
+        data_dir / wav_scp / files: exactly one input (``audio_root`` resolves relative ``wav.scp`` paths);
+            ``data_dir`` may be a :class:`DataDir` in memory.
         mc_samples: Bayesian models: 0 for the posterior mean, K > 0 to average K sampled embeddings.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N`` (under torchrun ``cuda`` means
             ``cuda:LOCAL_RANK``).
         batch_frames: padded feature frames per batch. batch_size: at most this many utterances per batch
             (None: no limit besides ``batch_frames``). max_seconds: window length for long utterances.
         skip_bad: leave unreadable utterances out (reported) instead of raising :class:`AudioError`.
+        min_speech_seconds: an utterance with less speech than this after VAD is bad (0: no minimum).
         resume: reuse the batches finished by an interrupted run (``OUT.partial/``).
         num_workers: feature worker processes (default: 1 on CPU, 4 on GPU). amp: ``"bf16"`` autocast (CUDA,
             or CPU where supported), ``"fp16"`` (CUDA only) or None (float32). seed: seeds the Monte Carlo draws.
@@ -347,7 +382,11 @@ def extract(model_path, out, data_dir=None, wav_scp=None, files=None, mc_samples
         raise ValueError(f"num_workers must be an integer >= 0 or None, got {num_workers!r}")
     if amp not in (None, "bf16", "fp16"):
         raise ValueError(f"amp must be 'bf16', 'fp16' or None, got {amp!r}")
+    if not min_speech_seconds >= 0:
+        raise ValueError(f"min_speech_seconds must be >= 0, got {min_speech_seconds!r}")
     data, order = as_data(data_dir, wav_scp, files, audio_root)
+    if not skip_bad:
+        check_files(data, order)  # before OUT.partial/ exists: an input error leaves nothing behind
     info = distributed.setup(device)
     if amp == "fp16" and info.device.type != "cuda":
         raise ValueError(f"amp 'fp16' needs a CUDA device, not {info.device} (use 'bf16' or None)")
@@ -355,8 +394,9 @@ def extract(model_path, out, data_dir=None, wav_scp=None, files=None, mc_samples
     model, feature_cfg, meta = load_model(ckpt, device=info.device)
     fps = 1000.0 / feature_cfg.frame_shift_ms
     max_frames = max(MIN_FRAMES, int(max_seconds * fps))
+    min_speech_frames = math.ceil(min_speech_seconds * fps - 1e-9)
     signature = {"model": str(ckpt.resolve()), "model_mtime": os.path.getmtime(ckpt), "mc_samples": int(mc_samples),
-                 "max_frames": max_frames, "seed": seed, "amp": amp}
+                 "max_frames": max_frames, "seed": seed, "amp": amp, "min_speech_frames": min_speech_frames}
 
     partial = _partial_dir(out)
     done, bad = _read_partial(partial, signature) if resume else ({}, {})
@@ -378,12 +418,18 @@ def extract(model_path, out, data_dir=None, wav_scp=None, files=None, mc_samples
     embedder = Embedder(model, info.device, mc_samples, max_frames, amp, seed=seed + 7919 * info.rank)
     summary = ExtractSummary(out=out, n_utts=len(order), n_resumed=len(done))
     run = uuid.uuid4().hex[:8]
-    for k, (ids, emb, spread, new_bad, seconds) in enumerate(
-            iterate(data, batches, feature_cfg, embedder, num_workers, skip_bad, progress and info.is_main)):
-        _write_chunk(partial / f"r{info.rank:03d}_{run}_{k:06d}.npz", ids, emb, spread, new_bad)
-        summary.n_computed += len(ids)
-        summary.audio_seconds += seconds
-        bad.update(new_bad)
+    try:
+        for k, (ids, emb, spread, new_bad, seconds) in enumerate(
+                iterate(data, batches, feature_cfg, embedder, num_workers, skip_bad, progress and info.is_main,
+                        min_speech_frames)):
+            _write_chunk(partial / f"r{info.rank:03d}_{run}_{k:06d}.npz", ids, emb, spread, new_bad)
+            summary.n_computed += len(ids)
+            summary.audio_seconds += seconds
+            bad.update(new_bad)
+    except BaseException:
+        if info.is_main and not any(partial.glob("*.npz")):  # nothing computed yet: leave no OUT.partial/
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
     distributed.barrier(info)
     if info.is_main:
         done, bad = _read_partial(partial, signature)

@@ -313,18 +313,26 @@ def features_and_vad(wave, cfg: FeatureConfig, sample_rate: int | None = None
     return feats, voiced
 
 
-def compute_features(wave, cfg: FeatureConfig | None = None, sample_rate: int | None = None) -> torch.Tensor:
+def compute_features(wave, cfg: FeatureConfig | None = None, sample_rate: int | None = None,
+                     min_speech_frames: int = 0) -> torch.Tensor:
     """Features as Kaldi's x-vector recipes make them: raw features -> sliding CMN -> voiced frames.
 
     Args:
         wave: ``(samples,)`` numpy array or tensor in [-1, 1] at ``cfg.sample_rate``; give ``sample_rate`` to
             have it resampled to ``cfg.sample_rate`` first.
         cfg: options (default: :meth:`FeatureConfig.voxceleb`).
+        min_speech_frames: raise ``ValueError`` when fewer frames than this are voiced (every frame counts
+            when VAD is off); 0 never raises.
     Returns:
         float32 tensor ``(voiced_frames, cfg.dim)``; all frames when VAD is off or finds no voiced frame.
     """
     cfg = FeatureConfig() if cfg is None else cfg
     feats, voiced = features_and_vad(wave, cfg, sample_rate)
+    n_speech = int(voiced.sum())
+    if n_speech < min_speech_frames:
+        raise ValueError(f"too little speech: {n_speech} of {len(voiced)} frames are speech after VAD, fewer "
+                         f"than the {min_speech_frames} ({min_speech_frames * cfg.frame_shift_ms / 1000:g} s) "
+                         "needed")
     if cfg.vad and bool(voiced.any()):
         feats = feats[voiced]
     return feats.contiguous()

@@ -87,6 +87,9 @@ def test_bench_scoring(capsys):
     assert max(diffs) < 1e-4  # the batched float32 back-end gives the per-trial loops' scores
     ratios = [_number(r) for r in re.findall(rf"ratio peer/ours = ({NUM})x", out)]
     assert len(ratios) == 3 and min(ratios) > 0
+    plain_s, uncertain_s = find(rf"plain score_trials ({NUM}) s; uncertainty-aware PLDA .*?: ({NUM}) s", out)
+    assert plain_s >= 0 and uncertain_s >= 0
+    assert find(rf"with variances on .*?largest deviation ({NUM})", out)[0] < 1e-4
 
 
 def test_bench_plda(capsys):

@@ -219,7 +219,8 @@ def test_save_load_round_trip(small_model, tmp_path):
     (np.array([[0.0, 1.0], [1.0, np.nan], [2.0, 0.0], [3.0, 1.0]]), [0, 0, 1, 1], "row 1"),
     (np.zeros((4, 2)), [0, 0, 1], "4 labels"),
     (np.zeros(4), [0, 0, 1, 1], "2-D"),
-    (np.zeros((6, 2)), [0, 0, 0, 1, 1, 1], "singular"),
+    (np.zeros((6, 2)), [0, 0, 0, 1, 1, 1], "all training vectors are identical"),
+    (np.repeat([[0.0, 1.0], [2.0, 5.0]], 3, axis=0), [0, 0, 0, 1, 1, 1], "every speaker's training vectors"),
 ])
 def test_fit_rejects_bad_input(X, spk, match):
     with pytest.raises(ScoringInputError, match=match):

@@ -1,5 +1,5 @@
-# Stages 2-6 of the spkver recipes (train, extract, score, evaluate), the same for every corpus: a recipe's
-# run.sh prepares its data (stage 1), registers its sets here, and calls these functions. Source after lib.sh.
+# Stages 2-7 of the spkver recipes (train, extract, score, evaluate, system folders), the same for every corpus:
+# a recipe's run.sh prepares its data (stage 1), registers its sets here, and calls these functions. Source after lib.sh.
 #
 # The recipe sets: common_dir, conf_dir, conf (configuration prefix: "" or e.g. "debug"), exp, nj, device,
 # mc_samples, init_from_baseline, train_dir (data dir of the training speakers: extractors and back-ends)
@@ -11,7 +11,7 @@
 #                                      (ENROLL_MAP: model -> enrollment utterances); rows of one GROUP form one
 #                                      table of the results, at GROUP's P_TARGET
 #
-# and then `run_stages SEED...` for stages 2-6 (those within [stage, stop_stage]): one run per SEED, in $exp
+# and then `run_stages SEED...` for stages 2-7 (those within [stage, stop_stage]): one run per SEED, in $exp
 # for the seed "" (the configuration's own) and in $exp/seedN for seed N. Its pieces, each on OUT, the folder
 # of one run:
 #
@@ -22,8 +22,9 @@
 #   evaluate_eval_sets OUT             6: OUT/results/EVAL_BACKEND.{json,png} (spkver eval, options in
 #                                      conf/eval.conf)
 #   write_results_table OUT            6: the tables of OUT/results/*.json -> OUT/results.md (spkver table)
+#   build_systems OUT                  7: OUT/systems/{baseline,proposed,fusion} (spkver system build)
 #
-# and, after the runs, `aggregate_seeds SEED...` (stage 7 of a recipe with several seeds): mean ± sd over the
+# and, after the runs, `aggregate_seeds SEED...` (stage 8 of a recipe with several seeds): mean ± sd over the
 # seeds -> $exp/summary/NAME_BACKEND.{json,csv} and $exp/results.md (spkver eval --system, spkver table).
 # The first four submit jobs to the pool of lib.sh; run_stages waits for them at the end of each stage.
 
@@ -203,7 +204,7 @@ _group_table() {
   spkver table "${entries[@]}" --p-target "${group_p[$group]}" "$@"
 }
 
-# aggregate_seeds SEED...: stage 7, the mean ± sd over seeds of every eval set and back-end: spkver eval over
+# aggregate_seeds SEED...: stage 8, the mean ± sd over seeds of every eval set and back-end: spkver eval over
 # the seeds' score files (each seed fused on its own, as in stage 6, without the bootstrap) ->
 # $exp/summary/NAME_BACKEND.{json,csv}, then $exp/results.md: one table of means per group and the per-seed tables
 # of stage 6 with their bootstrap intervals
@@ -251,7 +252,7 @@ aggregate_seeds() {
   cat "$exp/results.md" >&2
 }
 
-# run_stages SEED...: stages 2-6 within [stage, stop_stage], one run per seed ("" = the configuration's seed)
+# run_stages SEED...: stages 2-7 within [stage, stop_stage], one run per seed ("" = the configuration's seed)
 run_stages() {
   local seed
   ((stop_stage >= 2)) || return 0
@@ -282,6 +283,43 @@ run_stages() {
     wait_jobs
     for seed in "$@"; do write_results_table "$(run_dir "$seed")"; done
   fi
+  if stage_on 7; then
+    log "stage 7: system folders (baseline, proposed, fusion) for spkver verify"
+    for seed in "$@"; do build_systems "$(run_dir "$seed")"; done
+    wait_jobs
+  fi
+}
+
+# build_systems OUT: 7: OUT/systems/{baseline,proposed,fusion}, self-contained folders for `spkver verify` and
+# `spkver.load`: each extractor with the PLDA back-end trained on the training embeddings (LDA dimension from
+# conf/score_plda.conf) and a calibration to log-likelihood ratios trained on the trials of the first eval set
+# (the fusion system: both extractors and their fusion weights). Embeddings of stage 4 are reused.
+build_systems() {
+  local out=$1 cal=${eval_sets[0]} plda_opts lda=() i system
+  [[ -z ${eval_map[$cal]} && ${eval_enroll[$cal]} == "${eval_test[$cal]}" ]] || {
+    log "stage 7: eval set $cal has enrollment models, not utterances of one data dir: no system folders"
+    return 0
+  }
+  read_opts plda_opts "$(conf_file score_plda.conf)"
+  for ((i = 0; i < ${#plda_opts[@]}; i++)); do
+    [[ ${plda_opts[$i]} == --lda-dim ]] && lda=(--lda-dim "${plda_opts[$((i + 1))]}")
+  done
+  local common=(--backend plda "${lda[@]}" --utt2spk "$train_dir/utt2spk" --calibrate-data "${set_dir[${eval_enroll[$cal]}]}"
+                --calibrate-trials "${eval_trials[$cal]}" --overwrite)
+  for system in "${systems[@]}"; do
+    submit "$(_tag "$out")system_$system" "$out/log/system_$system.log" \
+      spkver system build --model "$out/$system" --train-emb "$out/emb/$system/train.npz" \
+      --calibrate-emb "$out/emb/$system/${eval_enroll[$cal]}.npz" "${common[@]}" --out "$out/systems/$system"
+  done
+  local models=() train=() calib=()
+  for system in "${systems[@]}"; do
+    models+=(--model "$out/$system")
+    train+=("$out/emb/$system/train.npz")
+    calib+=("$out/emb/$system/${eval_enroll[$cal]}.npz")
+  done
+  submit "$(_tag "$out")system_fusion" "$out/log/system_fusion.log" \
+    spkver system build "${models[@]}" --name "${systems[@]}" --train-emb "${train[@]}" --calibrate-emb "${calib[@]}" \
+    "${common[@]}" --out "$out/systems/fusion"
 }
 
 # run_dir SEED: the folder of one run

@@ -17,7 +17,9 @@
 #   5 score: cosine (training mean subtracted) and LDA + PLDA trained on the training embeddings
 #   6 evaluate with bootstrap CIs, fuse (cross-validated over enrollment utterances), per-seed tables
 #     -> EXP/seedN/results.md
-#   7 mean ± sd over the seeds (spkver eval --system NAME SCORES_SEED0 SCORES_SEED1 ...) -> EXP/summary/*.json,
+#   7 per seed: system folders for spkver verify (baseline, proposed, fusion; PLDA, calibrated on the dev
+#     trials) -> EXP/seedN/systems/
+#   8 mean ± sd over the seeds (spkver eval --system NAME SCORES_SEED0 SCORES_SEED1 ...) -> EXP/summary/*.json,
 #     EXP/results.md
 #
 # Example: ./run.sh --root ../../../shared/data/so762 --nj 2
@@ -30,7 +32,7 @@ conf_dir=$recipe_dir/conf
 recipe_name="speechocean762"
 
 stage=1
-stop_stage=7
+stop_stage=8
 root=
 conf=
 data=data
@@ -42,7 +44,7 @@ init_from_baseline=false
 mc_samples=
 options=(stage stop_stage root conf data exp nj device seeds init_from_baseline mc_samples)
 usage="usage: $0 [--name value ...]
-  --stage N / --stop-stage M   run stages N..M (default 1..7)
+  --stage N / --stop-stage M   run stages N..M (default 1..8)
   --root DIR                   the so762 folder (stage 1; layout at the top of this script)
   --conf PREFIX                configuration prefix: '' uses conf/baseline.yaml and conf/proposed.yaml,
                                'debug' conf/debug_*.yaml (tiny models); score/eval options: conf/*.conf
@@ -94,8 +96,8 @@ fi
 
 run_stages "${seed_list[@]}"
 
-if stage_on 7; then
-  log "stage 7: mean and spread over seeds ${seed_list[*]}"
+if stage_on 8; then
+  log "stage 8: mean and spread over seeds ${seed_list[*]}"
   aggregate_seeds "${seed_list[@]}"
 fi
 log "finished stages $stage to $stop_stage"

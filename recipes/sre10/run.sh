@@ -25,6 +25,8 @@
 #     with several enrollment segments are scored with the PLDA multi-enrollment LLR (conf/score_plda.conf)
 #     or the mean embedding (cosine)
 #   6 evaluate, fuse (cross-validated over enrollment models), tables -> EXP/results.md
+#   7 system folders for spkver verify: skipped here (SRE10 trials enroll models of several segments; a system
+#     is calibrated on utterance trials)
 #
 # Example: ./run.sh --root /corpora/sre10/eval --trn CORE_TRAIN_LIST --key CORE_KEY \
 #            --train-data "/path/to/sre04-08 /path/to/swbd" --device cuda
@@ -36,7 +38,7 @@ conf_dir=$recipe_dir/conf
 recipe_name="NIST SRE10"
 
 stage=1
-stop_stage=6
+stop_stage=7
 root=
 trn=
 key=
@@ -51,7 +53,7 @@ init_from_baseline=false
 mc_samples=
 options=(stage stop_stage root trn key train_data vox_root conf data exp nj device init_from_baseline mc_samples)
 usage="usage: $0 [--name value ...]
-  --stage N / --stop-stage M   run stages N..M (default 1..6)
+  --stage N / --stop-stage M   run stages N..M (default 1..7)
   --root DIR --key FILE        SRE10-style folder and its core-condition trial key (stage 1)
   --trn FILE                   enrollment list (default ROOT/train.trn)
   --train-data \"DIR ...\"       Kaldi data dir(s) of the training speakers (stage 1)

@@ -18,6 +18,8 @@
 #   4 extract embeddings (training set for the back-ends, evaluation sets) -> EXP/emb/SYSTEM/SET.npz
 #   5 score: cosine (training mean subtracted) and LDA + PLDA trained on the training embeddings
 #   6 evaluate, fuse (cross-validated over enrollment models), tables -> EXP/results.md
+#   7 system folders for spkver verify (baseline, proposed, fusion; PLDA, calibrated on the in-domain trials)
+#     -> EXP/systems/
 #
 # Example: ./run.sh --root /corpora/voxceleb --device cuda
 #          ./run.sh --root /corpora/voxceleb --conf debug --exp exp_debug      (tiny models, minutes on a CPU)
@@ -29,7 +31,7 @@ conf_dir=$recipe_dir/conf
 recipe_name="VoxCeleb"
 
 stage=1
-stop_stage=6
+stop_stage=7
 root=
 conf=
 data=data
@@ -46,7 +48,7 @@ mc_samples=
 options=(stage stop_stage root conf data exp nj device vox2 musan rir sre_root sre_key init_from_baseline
          mc_samples)
 usage="usage: $0 [--name value ...]
-  --stage N / --stop-stage M   run stages N..M (default 1..6)
+  --stage N / --stop-stage M   run stages N..M (default 1..7)
   --root DIR                   VoxCeleb folder (stage 1; layout at the top of this script)
   --conf PREFIX                configuration prefix: '' uses conf/baseline.yaml and conf/proposed.yaml,
                                'debug' conf/debug_*.yaml (tiny models); score/eval options: conf/*.conf

@@ -83,13 +83,14 @@ def single_thread():
         torch.set_num_threads(threads)
 
 
-def utterance_features(data, utt: str, cfg: FeatureConfig) -> tuple[np.ndarray, float]:
+def utterance_features(data, utt: str, cfg: FeatureConfig, min_speech_frames: int = 0) -> tuple[np.ndarray, float]:
     """``(feats (frames, dim) float32, audio seconds)`` of ``utt`` in data dir ``data``; :class:`AudioError`
-    (naming the utterance and its audio) when it cannot be read or is too short for one frame."""
+    (naming the utterance and its audio) when it cannot be read, is too short for one frame or has fewer than
+    ``min_speech_frames`` frames of speech."""
     wave, _ = data.load_audio(utt, sample_rate=cfg.sample_rate)
     try:
         with single_thread():
-            feats = compute_features(wave, cfg).numpy()
+            feats = compute_features(wave, cfg, min_speech_frames=min_speech_frames).numpy()
     except ValueError as err:
         raise AudioError(str(err), utt, data.wav_scp[data.recording(utt)[0]]) from None
     if len(feats) == 0:

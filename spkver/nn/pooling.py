@@ -7,6 +7,8 @@ before the square root. Computed in float32 even under mixed precision.
 
 from __future__ import annotations
 
+import sys
+
 import torch
 import torch.nn as nn
 from torch.autograd.function import once_differentiable
@@ -22,6 +24,41 @@ def length_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:
     return torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None]
 
 
+def _moments(x: torch.Tensor, lengths: torch.Tensor | None, floor: torch.Tensor, step: int | None) -> tuple:
+    """``(mean, std, floored)``, each ``(batch, channels)``, of ``x (batch, channels, frames)`` over the valid
+    frames: two-pass variance (no cancellation), floored where below ``floor``.
+
+    ``step``: examples centred at a time (a Python loop over the batch); None centres the whole batch in
+    one tensor expression, the form an exporter can record with a symbolic batch size. Each example's
+    arithmetic is the same either way.
+    """
+    batch, _, frames = x.shape
+    if lengths is None:
+        count = frames
+        mean = x.sum(dim=2) / count
+        mask = None
+    else:
+        mask = length_mask(lengths, frames).to(x.dtype)[:, :, None]  # (batch, frames, 1)
+        count = lengths.to(x.dtype)[:, None]  # (batch, 1)
+        mean = torch.bmm(x, mask).squeeze(2) / count
+    if step is None:
+        centred = x - mean[:, :, None]
+        if mask is not None:
+            centred = centred * mask.transpose(1, 2)
+        sq = torch.linalg.vector_norm(centred, dim=2).square()
+    else:
+        sq = torch.empty_like(mean)
+        for b in range(0, batch, step):
+            centred = x[b:b + step] - mean[b:b + step, :, None]
+            if mask is not None:
+                centred.mul_(mask[b:b + step].transpose(1, 2))
+            sq[b:b + step] = torch.linalg.vector_norm(centred, dim=2).square_()
+    var = sq / count
+    floored = var < floor  # (batch, channels); floor broadcasts from () or (channels,)
+    std = torch.sqrt(torch.where(floored, floor, var))
+    return mean, std, floored
+
+
 class _StatsPoolFunction(torch.autograd.Function):
     """Mean and floored std over frames with a one-pass backward:
     ``dx = mask * (g_mean / n + g_std * (x - mean) / (n * std))`` (a single ``addcmul``), instead of
@@ -29,27 +66,10 @@ class _StatsPoolFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, lengths, floor):
-        # two-pass variance (no cancellation), the centred copy made a few examples at a time so the
-        # temporary stays in cache instead of allocating a full (batch, channels, frames) tensor
-        batch, channels, frames = x.shape
-        step = max(1, _CHUNK_ELEMENTS // max(1, channels * frames))
-        if lengths is None:
-            count = float(frames)
-            mean = x.sum(dim=2) / count
-            mask = None
-        else:
-            mask = length_mask(lengths, frames).to(x.dtype)[:, :, None]  # (batch, frames, 1)
-            count = lengths.to(x.dtype)[:, None]  # (batch, 1)
-            mean = torch.bmm(x, mask).squeeze(2) / count
-        sq = torch.empty_like(mean)
-        for b in range(0, batch, step):
-            centred = x[b:b + step] - mean[b:b + step, :, None]
-            if mask is not None:
-                centred.mul_(mask[b:b + step].transpose(1, 2))
-            sq[b:b + step] = torch.linalg.vector_norm(centred, dim=2).square_()
-        var = sq / count
-        floored = var < floor  # (batch, channels); floor broadcasts from () or (channels,)
-        std = torch.sqrt(torch.where(floored, floor, var))
+        # the centred copy is made a few examples at a time so the temporary stays in cache instead of
+        # allocating a full (batch, channels, frames) tensor
+        step = max(1, _CHUNK_ELEMENTS // max(1, x.shape[1] * x.shape[2]))
+        mean, std, floored = _moments(x, lengths, floor, step)
         ctx.save_for_backward(x, mean, std, floored, lengths)
         return torch.cat([mean, std], dim=1)
 
@@ -90,7 +110,17 @@ def stats_pool(x: torch.Tensor, lengths: torch.Tensor | None = None,
             raise ValueError(f"stats_pool: lengths shape {tuple(lengths.shape)} does not match batch {x.shape[0]}")
         lengths = lengths.to(device=x.device, dtype=torch.long)
     floor = torch.as_tensor(var_floor, dtype=x.dtype, device=x.device)
+    if _exporting():  # an exporter cannot record the autograd Function: the same forward in plain tensor ops
+        mean, std, _ = _moments(x, lengths, floor, None)
+        return torch.cat([mean, std], dim=1)
     return _StatsPoolFunction.apply(x, lengths, floor)
+
+
+def _exporting() -> bool:
+    """True while ``torch.onnx.export`` (either exporter) records the model; ``torch.onnx`` is imported only
+    when it already has been (nobody can be exporting otherwise)."""
+    onnx = sys.modules.get("torch.onnx")
+    return onnx is not None and onnx.is_in_onnx_export()
 
 
 class StatsPooling(nn.Module):

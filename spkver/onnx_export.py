@@ -1,0 +1,194 @@
+"""ONNX export of the x-vector embedding extractor, and an onnxruntime embedder with the call contract of
+:class:`spkver.extract.Embedder`.
+
+The exported graph is the inference form that extraction uses (:meth:`XVector.fuse_for_inference`: BatchNorm
+folded into the affine layers, posterior means of Bayesian layers), from padded features to embeddings::
+
+    feats    (batch, frames, feat_dim) float32   features as spkver.features.compute_features gives them
+    lengths  (batch,) int64                      valid leading frames per example, in [15, frames]
+    ->  embedding (batch, embed_dim) float32
+
+with ``batch`` and ``frames`` dynamic. The feature front end (MFCC / fbank, sliding CMN, energy VAD) is not
+part of the graph: it stays in Python (:func:`spkver.features.compute_features`). Its VAD keeps a
+data-dependent subset of frames, which a static graph cannot express exactly.
+
+``onnx``, ``onnxruntime`` and ``onnxscript`` (the ``onnx`` extra) are imported only when these functions run;
+the export uses torch's torch.export-based ONNX exporter (torch >= 2.6).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from scoring.io import atomic_write
+from spkver import __version__
+from spkver.extract import MIN_FRAMES, merge_windows, window_batch
+from spkver.nn.tdnn import CONTEXT, FusedXVector
+
+__all__ = ["export_onnx", "OnnxEmbedder", "INPUT_NAMES", "OUTPUT_NAME", "MIN_OPSET"]
+
+INPUT_NAMES = ("feats", "lengths")
+OUTPUT_NAME = "embedding"
+MIN_OPSET = 18  # the torch.export-based exporter has no translations for older opsets
+
+
+class _EmbeddingGraph(nn.Module):
+    """What is exported: ``feats (batch, frames, feat_dim)``, ``lengths (batch,)`` -> ``(batch, embed_dim)``.
+
+    Unlike :meth:`FusedXVector.forward` it neither validates ``lengths`` nor trims padding (both depend on
+    the values, which a graph with dynamic shapes must not), and it always masks by ``lengths``: a full
+    example masks nothing.
+    """
+
+    def __init__(self, fused: FusedXVector):
+        super().__init__()
+        self.fused = fused
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.fused.embed_prepared(feats.transpose(1, 2), lengths - CONTEXT)
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike, feat_dim: int, opset: int | None = None) -> Path:
+    """Write the embedding extractor of ``model`` to the ONNX file ``path`` (atomically) and return the path.
+
+    Args:
+        model: an :class:`~spkver.nn.tdnn.XVector` / ``BayesXVector`` (exported as
+            ``model.fuse_for_inference()``, the form :class:`spkver.extract.Embedder` runs: posterior-mean
+            embeddings), or a :class:`~spkver.nn.tdnn.FusedXVector`. The model itself is not changed.
+        path: output file, usually ``*.onnx``.
+        feat_dim: feature dimension (must match the model's); the graph's only static input axis.
+        opset: ONNX opset version (>= 18, the oldest the exporter writes); None takes the exporter's default.
+
+    Inputs ``feats (batch, frames, feat_dim)`` float32 and ``lengths (batch,)`` int64, output
+    ``embedding (batch, embed_dim)`` float32 (see the module docstring); every ``lengths`` must lie in
+    ``[15, frames]``, which :class:`OnnxEmbedder` ensures (shorter utterances repeated, as in extraction).
+    The feature front end is not exported: compute features with :func:`spkver.features.compute_features`.
+    The model's ``feat_dim``, ``embed_dim`` and the package version go into the file's metadata.
+    """
+    onnx = _require("onnx")
+    _require("onnxscript")  # the exporter translates through it
+
+    if isinstance(model, FusedXVector):
+        fused = copy.deepcopy(model)
+    elif hasattr(model, "fuse_for_inference"):
+        fused = model.fuse_for_inference()
+    else:
+        raise TypeError(f"export_onnx: expected an XVector, BayesXVector or FusedXVector, got {type(model).__name__}")
+    if isinstance(feat_dim, bool) or int(feat_dim) != feat_dim or feat_dim != fused.feat_dim:
+        raise ValueError(f"export_onnx: feat_dim {feat_dim!r} does not match the model's {fused.feat_dim}")
+    if opset is not None and (isinstance(opset, bool) or int(opset) != opset or opset < MIN_OPSET):
+        raise ValueError(f"export_onnx: opset must be an integer >= {MIN_OPSET}, got {opset!r}")
+    graph = _EmbeddingGraph(fused).to("cpu", torch.float32).eval()
+    # two examples of different lengths: torch.export specialises axes whose example size is 0 or 1
+    feats = torch.zeros(2, 2 * MIN_FRAMES, fused.feat_dim)
+    lengths = torch.tensor([2 * MIN_FRAMES, MIN_FRAMES])
+    batch, frames = torch.export.Dim("batch"), torch.export.Dim("frames", min=MIN_FRAMES)
+    # The torch.export-based exporter (dynamo=True, torch's default since 2.9) records batch and frames as
+    # symbols and stops with an error on any data-dependent Python branch; the TorchScript exporter
+    # (dynamo=False, deprecated) would bake such a branch into the trace with only a TracerWarning. Both
+    # round-trip this graph; the torch.export one needs onnxscript.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*axis name.*will not be used", category=UserWarning)
+        program = torch.onnx.export(graph, (feats, lengths), None, input_names=list(INPUT_NAMES),
+                                    output_names=[OUTPUT_NAME], opset_version=opset, dynamo=True,
+                                    dynamic_shapes={"feats": {0: batch, 1: frames}, "lengths": {0: batch}},
+                                    external_data=False, verbose=False)
+    proto = program.model_proto
+    embed_dim = int(fused.seg_w.shape[0])
+    meta = {"spkver_version": __version__, "feat_dim": str(fused.feat_dim), "embed_dim": str(embed_dim),
+            "min_frames": str(MIN_FRAMES)}
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(proto)
+    path = Path(path)
+    with atomic_write(path) as tmp:
+        onnx.save_model(proto, tmp)
+    return path
+
+
+def _require(name: str):
+    """Import ``name``, or say which extra provides it."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as err:
+        raise ImportError(f"{name} is needed for ONNX export and inference: pip install 'spkver[onnx]' "
+                          f"({err})") from None
+
+
+def _describe(args) -> str:
+    return ", ".join(f"{a.name} {a.shape} {a.type}" for a in args)
+
+
+class OnnxEmbedder:
+    """Embeds batches of variable-length features with an ONNX file of :func:`export_onnx`, on onnxruntime's
+    CPU provider.
+
+    ``__call__(feats: list[(frames_i, feat_dim)]) -> (embeddings (n, embed_dim) float32, None)``: the contract
+    of :class:`spkver.extract.Embedder` (posterior mean, so no spread), with the same windows: an utterance
+    longer than ``max_frames`` is cut into the fewest near-equal windows and its embedding is their
+    frame-weighted mean; one shorter than 15 frames is repeated up to 15.
+
+    Args:
+        path: the ``.onnx`` file.
+        num_threads: onnxruntime intra-op threads (None: onnxruntime's default, all cores).
+        max_frames: window length in frames, as ``Embedder(max_frames=...)``.
+
+    Attributes ``path``, ``feat_dim``, ``embed_dim``, ``metadata`` (the file's metadata) and ``session``
+    (the ``onnxruntime.InferenceSession``).
+    """
+
+    def __init__(self, path: str | os.PathLike, num_threads: int | None = None, max_frames: int = 6000):
+        ort = _require("onnxruntime")
+        self.path = Path(path)
+        if num_threads is not None and (isinstance(num_threads, bool) or int(num_threads) != num_threads
+                                        or num_threads < 1):
+            raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
+        if isinstance(max_frames, bool) or int(max_frames) != max_frames or max_frames < MIN_FRAMES:
+            raise ValueError(f"max_frames must be an integer >= {MIN_FRAMES}, got {max_frames!r}")
+        self.max_frames = int(max_frames)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"no such ONNX model: {self.path}")
+        options = ort.SessionOptions()
+        if num_threads is not None:
+            options.intra_op_num_threads = int(num_threads)
+            options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime's InvalidProtobuf, InvalidGraph, Fail, ... share no base class
+            raise ValueError(f"{self.path}: not a loadable ONNX model ({str(err).strip()})") from None
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        ok = ([a.name for a in inputs] == list(INPUT_NAMES) and [a.name for a in outputs] == [OUTPUT_NAME]
+              and inputs[0].type == "tensor(float)" and len(inputs[0].shape) == 3
+              and isinstance(inputs[0].shape[2], int) and inputs[1].type == "tensor(int64)"
+              and len(inputs[1].shape) == 1 and len(outputs[0].shape) == 2 and isinstance(outputs[0].shape[1], int))
+        if not ok:
+            raise ValueError(f"{self.path}: not an embedding extractor of export_onnx: it takes "
+                             f"[{_describe(inputs)}] and gives [{_describe(outputs)}]; expected feats "
+                             "(batch, frames, feat_dim) float32, lengths (batch,) int64 -> embedding "
+                             "(batch, embed_dim) float32")
+        self.feat_dim = int(inputs[0].shape[2])
+        self.embed_dim = int(outputs[0].shape[1])
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def __call__(self, feats: list[np.ndarray]) -> tuple:
+        if len(feats) == 0:
+            raise ValueError(f"{self.path}: no utterances to embed")
+        for i, f in enumerate(feats):
+            if np.ndim(f) != 2 or np.shape(f)[1] != self.feat_dim or len(f) == 0:
+                raise ValueError(f"{self.path}: expects features (frames, {self.feat_dim}) per utterance; "
+                                 f"utterance {i} has shape {np.shape(f)}")
+        x, lengths, owner = window_batch(feats, self.max_frames)
+        emb = self.session.run([OUTPUT_NAME], {INPUT_NAMES[0]: x, INPUT_NAMES[1]: lengths})[0]
+        return merge_windows(emb, lengths, owner, len(feats)), None
+
+    def __repr__(self) -> str:
+        return f"OnnxEmbedder({str(self.path)!r}, feat_dim={self.feat_dim}, embed_dim={self.embed_dim})"
