@@ -104,7 +104,7 @@ def run_speechbrain(X, spk, enroll, test, n_iter: int, rank: int):
 
 def report(name, fit_s, score_s, S, enroll_spk, test_spk):
     value = split_eer(S, enroll_spk, test_spk)
-    print(f"{name:<28s} train {fit_s:8.2f} s   score {S.shape[0]}x{S.shape[1]} {score_s:7.3f} s   "
+    print(f"{name:<28s} train {fit_s:8.3f} s   score {S.shape[0]}x{S.shape[1]} {score_s:8.4f} s   "
           f"EER {100 * value:6.3f} %")
     return fit_s, score_s, value
 

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for bench in bench_metrics bench_scoring bench_plda bench_estimators bench_gradvar bench_train_step \
-             bench_features bench_extract bench_loader bench_synthetic; do
+             bench_features bench_extract bench_loader bench_synthetic bench_verify; do
   echo "===== $bench ($(date -u +%H:%M:%S))"
   python "benchmarks/$bench.py" "$@"
 done

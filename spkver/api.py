@@ -99,8 +99,11 @@ def _onnx_embedder(extractor, device):
         path.parent.mkdir(parents=True, exist_ok=True)
         log.info("exporting extractor %r to ONNX: %s", extractor.name, path)
         export_onnx(extractor.model, path, feat_dim=extractor.features.dim)
+    import torch
+
     max_frames = max(16, int(MAX_SECONDS * 1000.0 / extractor.features.frame_shift_ms))
-    return OnnxEmbedder(path, max_frames=max_frames)
+    # as many threads as torch uses (torch.set_num_threads, OMP_NUM_THREADS), not onnxruntime's every-core default
+    return OnnxEmbedder(path, num_threads=torch.get_num_threads(), max_frames=max_frames)
 
 
 RUNTIMES = {"torch": _torch_embedder, "onnx": _onnx_embedder}  # runtime -> factory(extractor, device) -> embedder
