@@ -5,7 +5,9 @@ post-processing: the cosine mean; PLDA's centring, LDA, whitening and length nor
 S-norm or adaptive S-norm against stored cohort embeddings (``scoring.norm`` through
 ``scoring.pipeline.normalise_scores``). A :class:`CalibratedBackend` stacks the branch scores (n, k) and maps
 them to natural-log likelihood ratios with a ``Calibration`` (k = 1) or a ``LinearFusion`` (k > 1), trained by
-prior-weighted logistic regression on labelled trials (``scoring.fusion``).
+prior-weighted logistic regression on labelled trials (``scoring.fusion``), or with a ``QualityCalibration``
+(``scoring.quality``), which also takes quality measures of each trial's two sides (speech duration, embedding
+spread) from a ``QualityTable``.
 
 Multi-utterance enrollment: PLDA branches score a model's utterances as a set (``multi="plda"``, the proper
 multi-enrollment LLR), cosine branches score the mean embedding (``multi="mean"``).
@@ -33,6 +35,7 @@ from scoring.fusion import Calibration, LinearFusion
 from scoring.io import Embeddings, ScoringInputError, Trials
 from scoring.pipeline import normalise_scores
 from scoring.plda import PLDA
+from scoring.quality import QualityCalibration, QualityTable
 
 NORMS = ("none", "snorm", "asnorm")
 SCORERS = {"cosine": CosineScorer, "plda": PLDA}
@@ -115,12 +118,17 @@ class CalibratedBackend:
         if calibration is not None:
             self.set_calibration(calibration)
 
-    def set_calibration(self, calibration: LinearFusion) -> None:
-        """Use a fitted ``Calibration`` (one branch) or ``LinearFusion`` with one weight per branch."""
+    def set_calibration(self, calibration: LinearFusion | QualityCalibration) -> None:
+        """Use a fitted ``Calibration`` (one branch), ``LinearFusion`` with one weight per branch, or
+        ``QualityCalibration`` of as many systems as branches."""
         if calibration.weights is None:
             raise ScoringInputError("the calibration is not fitted")
         k = len(self.branches)
-        if calibration.weights.shape != (k,) or (k > 1 and isinstance(calibration, Calibration)):
+        if isinstance(calibration, QualityCalibration):
+            if calibration.n_systems != k:
+                raise ScoringInputError(f"the quality calibration takes {calibration.n_systems} score(s) for {k} "
+                                        "extractor(s)")
+        elif calibration.weights.shape != (k,) or (k > 1 and isinstance(calibration, Calibration)):
             raise ScoringInputError(f"the calibration has {calibration.weights.shape[0]} weight(s) for {k} "
                                     "extractor(s)")
         self.calibration = calibration
@@ -133,25 +141,47 @@ class CalibratedBackend:
         return np.stack([b.scores(trials, e, t, enroll_map) for b, (e, t) in zip(self.branches, embeddings)],
                         axis=1)
 
-    def fit_calibration(self, raw, labels, p_target: float) -> LinearFusion:
+    @property
+    def quality(self) -> tuple[str, ...]:
+        """The quality measures the calibration takes (``()``: none)."""
+        return self.calibration.quality if isinstance(self.calibration, QualityCalibration) else ()
+
+    def fit_calibration(self, raw, labels, p_target: float, quality=(), q_enroll=None, q_test=None
+                        ) -> LinearFusion | QualityCalibration:
         """Train the calibration (k = 1) or fusion (k > 1) on raw scores (n, k) and labels (n,) at prior
-        ``p_target``; returns it (also used from now on)."""
+        ``p_target``; returns it (also used from now on). With ``quality`` measures, a ``QualityCalibration``
+        on the raw measures (n, m) of each side."""
         raw = np.asarray(raw, dtype=np.float64)
-        if len(self.branches) == 1:
+        if quality:
+            model = QualityCalibration(quality, p_target=p_target).fit(raw, labels, q_enroll, q_test)
+        elif len(self.branches) == 1:
             model = Calibration(p_target=p_target).fit(raw[:, 0], labels)
         else:
             model = LinearFusion(p_target=p_target).fit(raw, labels)
         self.set_calibration(model)
         return model
 
-    def llr(self, raw) -> np.ndarray:
-        """Calibrated natural-log likelihood ratios (n,) of raw scores (n, k)."""
+    def llr(self, raw, q_enroll=None, q_test=None) -> np.ndarray:
+        """Calibrated natural-log likelihood ratios (n,) of raw scores (n, k) (and, for a quality calibration,
+        the raw measures (n, m) of each side)."""
         if self.calibration is None:
             raise RuntimeError("the back-end has no calibration: call fit_calibration() first")
         raw = np.asarray(raw, dtype=np.float64)
+        if self.quality:
+            if q_enroll is None or q_test is None:
+                raise ScoringInputError(f"the calibration needs the quality measures {', '.join(self.quality)} "
+                                        "of both sides of each trial")
+            return self.calibration.predict(raw, q_enroll, q_test)
         return self.calibration.predict(raw[:, 0] if isinstance(self.calibration, Calibration) else raw)
 
     def score(self, trials: Trials, embeddings: Sequence[tuple[Embeddings, Embeddings]],
-              enroll_map=None) -> np.ndarray:
-        """Calibrated LLRs (n_trials,)."""
-        return self.llr(self.raw_scores(trials, embeddings, enroll_map))
+              enroll_map=None, quality: QualityTable | None = None) -> np.ndarray:
+        """Calibrated LLRs (n_trials,); ``quality``: the utterances' measures, for a quality calibration (a
+        model of ``enroll_map`` combines its utterances' values)."""
+        raw = self.raw_scores(trials, embeddings, enroll_map)
+        if not self.quality:
+            return self.llr(raw)
+        if quality is None:
+            raise ScoringInputError(f"the calibration needs the quality measures {', '.join(self.quality)} of the "
+                                    "trials' utterances")
+        return self.llr(raw, *quality.trial_sides(trials, self.quality, enroll_map))

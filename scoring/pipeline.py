@@ -8,9 +8,9 @@ the same way:
 - ``normalise_scores``: S-norm / adaptive S-norm with cohort scores from the same scorer.
 - ``cross_validated_fusion``: logistic-regression fusion trained on folds of *enrollment speakers* and applied
   to the held-out fold, so no fused score comes from a fusion that saw its trial.
-- ``evaluate_systems``: the result rows of several systems (and their fusion) on one trial list, with optional
-  bootstrap confidence intervals (clusters = enrollment models); ``evaluate_runs`` does it for several runs
-  (training seeds) of the same systems and aggregates them (mean ± sd).
+- ``evaluate_systems``: the result rows of several systems (and their fusion, and their quality-measure
+  calibration) on one trial list, with optional bootstrap confidence intervals (clusters = enrollment models);
+  ``evaluate_runs`` does it for several runs (training seeds) of the same systems and aggregates them.
 
 Rows and tables are made in ``scoring.report`` (``evaluate_system``, ``aggregate_runs``, ``comparison_table``).
 """
@@ -28,6 +28,7 @@ from scoring.fusion import LinearFusion
 from scoring.io import Embeddings, ScoringInputError, Trials, check_labels
 from scoring.norm import s_norm
 from scoring.plda import PLDA
+from scoring.quality import QualityCalibration, quality_features
 from scoring.report import aggregate_runs, evaluate_system
 
 BACKENDS = ("cosine", "plda")
@@ -110,10 +111,20 @@ def cross_validated_fusion(S, labels, groups, n_folds: int = 2, p_target: float 
     return fused
 
 
+def _stacked(scores: Mapping[str, np.ndarray], names: Sequence[str], what: str) -> np.ndarray:
+    """Scores (n, k) of systems ``names`` in that order; raises naming a system ``scores`` lacks."""
+    missing = [n for n in names if n not in scores]
+    if missing:
+        raise ScoringInputError(f"{what}: no system {missing[0]!r}")
+    return np.stack([np.asarray(scores[n], dtype=np.float64) for n in names], axis=1)
+
+
 def evaluate_systems(systems: Mapping[str, np.ndarray], trials: Trials, p_targets: Sequence[float] = (0.01,),
                      fuse: bool = True, fusion_groups=None, n_folds: int = 2, fusion_prior: float = 0.5,
                      fusion_train: tuple[Mapping[str, np.ndarray], np.ndarray] | None = None,
-                     calibrated: Sequence[str] = (), n_boot: int = 0, seed: int = 0
+                     calibrated: Sequence[str] = (), n_boot: int = 0, seed: int = 0, qmf: Sequence[str] = (),
+                     qmf_quality: tuple[np.ndarray, np.ndarray] | None = None,
+                     qmf_train: tuple[Mapping[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray] | None = None
                      ) -> tuple[list[dict], dict[str, np.ndarray]]:
     """Result rows for each system's trial scores (n,) and, with ``fuse``, their fusion; returns ``(rows,
     scores)`` where ``scores`` adds the fused log-likelihood ratios under ``"fusion"``.
@@ -123,27 +134,45 @@ def evaluate_systems(systems: Mapping[str, np.ndarray], trials: Trials, p_target
     on another labelled trial set and applied here. ``calibrated``: names of systems whose scores are LLRs
     (the fusion always is): actDCF, Cllr and minCllr are added to their rows. ``n_boot``: bootstrap intervals
     resampling enrollment models.
+
+    ``qmf``: quality measures (``scoring.quality``) of a quality-measure calibration of all systems (a
+    calibration of one, a quality fusion of several), row and scores ``"qmf"``; ``qmf_quality = (q_enroll (n, m),
+    q_test (n, m))`` are the raw measures of the trials' sides. Cross-validated like the fusion (same folds), or
+    trained on ``qmf_train = ({name: scores (m,)}, labels (m,), q_enroll (m, q), q_test (m, q))``.
     """
     check_labels(trials)
     labels = trials.label.astype(np.int64)
     scores = {name: np.asarray(s, dtype=np.float64) for name, s in systems.items()}
-    if "fusion" in scores:
-        raise ScoringInputError("a system may not be named 'fusion': the name is kept for the fused scores")
+    for reserved in ("fusion", "qmf"):
+        if reserved in scores:
+            raise ScoringInputError(f"a system may not be named {reserved!r}: the name is kept for the "
+                                    f"{'fused' if reserved == 'fusion' else 'quality-calibrated'} scores")
+    names = list(scores)
+    stacked = np.stack(list(scores.values()), axis=1)
+    groups = trials.enroll if fusion_groups is None else np.asarray(fusion_groups)
     if fuse and len(scores) >= 2:
-        stacked = np.stack(list(scores.values()), axis=1)
         if fusion_train is not None:
             train_scores, train_labels = fusion_train
-            missing = [n for n in scores if n not in train_scores]
-            if missing:
-                raise ScoringInputError(f"fusion training scores have no system {missing[0]!r}")
-            S = np.stack([np.asarray(train_scores[n], dtype=np.float64) for n in scores], axis=1)
-            model = LinearFusion(p_target=fusion_prior).fit(S, np.asarray(train_labels))
+            model = LinearFusion(p_target=fusion_prior).fit(_stacked(train_scores, names, "fusion training scores"),
+                                                            np.asarray(train_labels))
             scores["fusion"] = model.predict(stacked)
         else:
-            groups = trials.enroll if fusion_groups is None else np.asarray(fusion_groups)
             scores["fusion"] = cross_validated_fusion(stacked, labels, groups, n_folds=n_folds,
                                                       p_target=fusion_prior, seed=seed)
-    rows = [evaluate_system(name, s, labels, p_targets, calibrated=(name == "fusion" or name in calibrated),
+    if qmf:
+        if qmf_quality is None:
+            raise ScoringInputError("qmf needs the quality measures of the evaluated trials (qmf_quality)")
+        if qmf_train is not None:
+            train_scores, train_labels, train_qe, train_qt = qmf_train
+            model = QualityCalibration(qmf, p_target=fusion_prior).fit(
+                _stacked(train_scores, names, "quality calibration training scores"), np.asarray(train_labels),
+                train_qe, train_qt)
+            scores["qmf"] = model.predict(stacked, *qmf_quality)
+        else:  # a QualityCalibration is a LinearFusion of its features: the same folds and fits as the fusion
+            scores["qmf"] = cross_validated_fusion(quality_features(stacked, *qmf_quality, qmf), labels, groups,
+                                                   n_folds=n_folds, p_target=fusion_prior, seed=seed)
+    rows = [evaluate_system(name, s, labels, p_targets,
+                            calibrated=(name in ("fusion", "qmf") or name in calibrated),
                             clusters=trials.enroll, n_boot=n_boot, seed=seed)
             for name, s in scores.items()]
     return rows, scores

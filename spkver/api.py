@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from scoring.io import Embeddings, Trials, read_embeddings, read_trials, write_embeddings, write_scores
+from scoring.quality import QualityTable
 from spkver.audio import AudioError, read_audio, resample
 from spkver.system import System, extract_cached, load_system
 
@@ -159,7 +160,8 @@ class Verifier:
         self.device = device
         self.embedders = [make_embedder(x, runtime, device) for x in system.extractors]
         self.min_speech_seconds = system.min_speech_seconds if min_speech_seconds is None else min_speech_seconds
-        self._enrolled: dict[str, list[np.ndarray]] = {}  # name -> per extractor (k, embed_dim)
+        # name -> (per extractor (k, embed_dim), {quality measure: (k,)} when the calibration takes some)
+        self._enrolled: dict[str, tuple[list[np.ndarray], dict]] = {}
 
     def __repr__(self) -> str:
         names = ", ".join(x.name for x in self.system.extractors)
@@ -185,8 +187,11 @@ class Verifier:
                 raise AudioError(str(err), source=label) from None
         return out
 
-    def _embed_all(self, items) -> list[np.ndarray]:
-        """Per extractor the embeddings (n, embed_dim) of ``items``, batched by length."""
+    def _embed_all(self, items, quality: dict | None = None) -> list[np.ndarray]:
+        """Per extractor the embeddings (n, embed_dim) of ``items``, batched by length. ``quality``: filled with
+        the raw measures (n,) the system's calibration takes, from the first extractor: ``"duration"``, the
+        seconds of speech after VAD (voiced frames x frame shift), and ``"spread"``, the mean Monte Carlo
+        spread (extractors with ``mc_samples > 0``)."""
         from spkver.extract import plan_batches
 
         feats = [self._features(item) for item in items]  # every input is checked before any embedding
@@ -196,10 +201,20 @@ class Verifier:
             ids = [str(i) for i in range(len(items))]
             seconds = {i: len(f[k]) / fps for i, f in zip(ids, feats)}
             emb = np.zeros((len(items), x.embed_dim), dtype=np.float32)
+            spread = np.full(len(items), np.nan)
             for batch in plan_batches(ids, seconds, fps, batch_frames=20000, max_frames=int(MAX_SECONDS * fps)):
                 rows = [int(i) for i in batch]
-                emb[rows] = embedder([feats[r][k] for r in rows])[0]
+                emb[rows], batch_spread = embedder([feats[r][k] for r in rows])
+                if batch_spread is not None:
+                    spread[rows] = batch_spread.mean(axis=1, dtype=np.float64)
             out.append(emb)
+            if k == 0 and quality is not None:
+                needed = self.system.backend.quality
+                if "spread" in needed and np.isnan(spread).any():
+                    raise ValueError(f"the calibration of {self.system.path} takes the embedding spread, but "
+                                     f"extractor {x.name!r} gives none (mc_samples {x.mc_samples})")
+                quality.update({m: v for m, v in (("duration", np.array([seconds[i] for i in ids])),
+                                                  ("spread", spread)) if m in needed})
         return out
 
     def _pick(self, parts: list[np.ndarray], extractor: str | None) -> np.ndarray:
@@ -229,21 +244,29 @@ class Verifier:
         items = list(audio) if isinstance(audio, (list, tuple)) and not _is_array_pair(audio) else [audio]
         if not items:
             raise ValueError(f"enroll {name!r}: no audio given")
-        self._enrolled[name] = self._embed_all(items)
+        quality: dict = {}
+        self._enrolled[name] = (self._embed_all(items, quality), quality)
 
     def score(self, a, b) -> float:
         """Calibrated natural-log likelihood ratio of ``a`` (an enrolled name or a recording) against ``b``."""
+        q_enroll, q_test = {}, {}
         if isinstance(a, str) and a in self._enrolled:
-            enroll = self._enrolled[a]
+            enroll, q_enroll = self._enrolled[a]
         elif isinstance(a, str) and not Path(a).exists():
             raise AudioError("no such audio file, and no speaker is enrolled under this name", source=a)
         else:
-            enroll = self._embed_all([a])
-        test = self._embed_all([b])
+            enroll = self._embed_all([a], q_enroll)
+        test = self._embed_all([b], q_test)
         ids = [f"e{i}" for i in range(len(enroll[0]))]
         trials = Trials(["model"], ["test"])
         pairs = [(Embeddings(ids, e), Embeddings(["test"], t)) for e, t in zip(enroll, test)]
-        return float(self.system.backend.score(trials, pairs, enroll_map={"model": ids})[0])
+        quality = None
+        if self.system.backend.quality:  # a model's utterances combine as scoring.quality.MEASURES says
+            quality = QualityTable()
+            for m in self.system.backend.quality:
+                quality.add(m, dict(zip(ids, q_enroll[m].tolist())), "enrollment").add(m, {"test": q_test[m][0]},
+                                                                                        "test recording")
+        return float(self.system.backend.score(trials, pairs, enroll_map={"model": ids}, quality=quality)[0])
 
     def verify(self, a, b, p_target: float = 0.01, threshold: float | None = None) -> Decision:
         """Accept or reject ``b`` as the speaker of ``a``: at the Bayes threshold of target prior ``p_target``,
@@ -314,7 +337,17 @@ def score_trial_list(system: System, trials_path, out, audio_root=None, skip_bad
     if not keep.any():
         raise ValueError(f"{trials_path}: every trial involves a skipped file")
     kept = Trials(trials.enroll[keep], trials.test[keep], trials.label[keep], source=trials.source)
-    llr = system.backend.score(kept, [(e, e) for e in embeddings])
+    quality = None
+    if system.backend.quality:  # measured as the Verifier measures them (first extractor)
+        from spkver.system import speech_seconds
+
+        quality = QualityTable()
+        if "duration" in system.backend.quality:
+            used = [t for t in tokens if t not in bad]
+            quality.add("duration", speech_seconds(data, used, system.extractors[0].features),
+                        f"{trials_path} (speech seconds after VAD)")
+        quality.add_embeddings(embeddings[0])
+    llr = system.backend.score(kept, [(e, e) for e in embeddings], quality=quality)
     write_scores(out, kept, llr)
     if bad:
         log.warning("skipped %d file(s) and their %d trial(s): %s", len(bad), int((~keep).sum()),

@@ -16,6 +16,11 @@ A checkpoint is a ``torch.save`` dict loadable with ``weights_only=True`` (no pi
 Layout in an experiment dir: ``checkpoints/epoch_NNN.pt`` after every epoch, ``latest.pt`` a relative symlink
 (a copy where links are not possible) to the newest one, ``final.pt`` the model-only file written when training
 ends. :func:`load_model` accepts a file or an experiment dir and needs nothing else.
+
+A pretrained SpeechBrain speaker-embedding folder is named ``speechbrain:DIR`` (:mod:`spkver.speechbrain_folder`):
+:func:`load_checkpoint` and :func:`load_model` read it as a model-only checkpoint, :func:`resolve_checkpoint`
+gives back ``speechbrain:/absolute/DIR``, :func:`fingerprint` identifies it by its files and :func:`as_file`
+writes it out as a spkver checkpoint where a file is needed (a system's ``extractors/NAME.pt``).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from scoring.io import atomic_write
 from spkver import __version__
 
 CHECKPOINT_FORMAT = 1
+SPEECHBRAIN_PREFIX = "speechbrain:"  # a pretrained SpeechBrain folder where a model is named
 REQUIRED_KEYS = ("format", "model_name", "model_kwargs", "model_state", "features", "speakers")
 _EPOCH_RE = re.compile(r"^epoch_(\d+)\.pt$")
 
@@ -166,8 +172,21 @@ def write_final(exp_dir: str | os.PathLike, checkpoint: str | os.PathLike) -> Pa
 
 
 # -------------------------------------------------------------------------------------------------- load
-def resolve_checkpoint(path_or_exp_dir: str | os.PathLike) -> Path:
-    """A checkpoint file as given, or for an experiment dir its ``final.pt``, ``latest.pt`` or newest epoch."""
+def is_speechbrain(spec) -> bool:
+    """True for a ``speechbrain:DIR`` model reference."""
+    return isinstance(spec, (str, os.PathLike)) and os.fspath(spec).startswith(SPEECHBRAIN_PREFIX)
+
+
+def resolve_checkpoint(path_or_exp_dir: str | os.PathLike) -> Path | str:
+    """A checkpoint file as given, or for an experiment dir its ``final.pt``, ``latest.pt`` or newest epoch;
+    ``speechbrain:DIR`` as ``speechbrain:/absolute/DIR`` (a string; the folder must exist)."""
+    if is_speechbrain(path_or_exp_dir):
+        from spkver.speechbrain_folder import folder_of
+
+        folder = folder_of(path_or_exp_dir)
+        if not folder.is_dir():
+            raise CheckpointError(f"{folder}: no such SpeechBrain model folder")
+        return f"{SPEECHBRAIN_PREFIX}{folder}"
     path = Path(path_or_exp_dir)
     if path.is_file():
         return path
@@ -183,7 +202,12 @@ def resolve_checkpoint(path_or_exp_dir: str | os.PathLike) -> Path:
 
 
 def load_checkpoint(path_or_exp_dir: str | os.PathLike, map_location="cpu") -> dict:
-    """Load and check a checkpoint dict (``weights_only=True``: tensors and plain containers only)."""
+    """Load and check a checkpoint dict (``weights_only=True``: tensors and plain containers only); a
+    ``speechbrain:DIR`` folder is converted (:func:`spkver.speechbrain_folder.read_folder`)."""
+    if is_speechbrain(path_or_exp_dir):
+        from spkver.speechbrain_folder import read_folder
+
+        return read_folder(resolve_checkpoint(path_or_exp_dir))
     path = resolve_checkpoint(path_or_exp_dir)
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
@@ -204,8 +228,31 @@ def load_checkpoint(path_or_exp_dir: str | os.PathLike, map_location="cpu") -> d
     return obj
 
 
+def fingerprint(spec) -> dict:
+    """What identifies a model's weights for reusing its results: ``{"model": absolute path, "model_mtime":
+    modification time}`` of a checkpoint file, or of a SpeechBrain folder (its newest file)."""
+    spec = resolve_checkpoint(spec)
+    if is_speechbrain(spec):
+        from spkver.speechbrain_folder import files_of
+
+        return {"model": spec, "model_mtime": max(os.path.getmtime(f) for f in files_of(spec))}
+    return {"model": str(spec.resolve()), "model_mtime": os.path.getmtime(spec)}
+
+
+def as_file(spec, out: str | os.PathLike) -> Path:
+    """The checkpoint file of ``spec``: a file or experiment dir resolved as it is, a SpeechBrain folder written
+    to ``out`` as a model-only spkver checkpoint (the same weights, model name and arguments, features)."""
+    spec = resolve_checkpoint(spec)
+    if not is_speechbrain(spec):
+        return spec
+    obj = load_checkpoint(spec)
+    obj = {k: v for k, v in obj.items() if k != "path"}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    return _atomic_save(obj, Path(out))
+
+
 def load_model(path_or_exp_dir: str | os.PathLike, device: str | torch.device = "cpu"):
-    """Rebuild a trained model from a checkpoint file or experiment dir.
+    """Rebuild a trained model from a checkpoint file, an experiment dir or a ``speechbrain:DIR`` folder.
 
     Returns:
         ``(model, feature_cfg, meta)``: the model in eval mode on ``device``, the ``FeatureConfig`` it was

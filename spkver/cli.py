@@ -39,6 +39,15 @@ def _existing(path: str) -> Path:
     return p
 
 
+def _model_source(text: str):
+    """A checkpoint file or experiment dir that exists, or ``speechbrain:DIR`` with an existing DIR."""
+    if text.startswith("speechbrain:"):
+        if not Path(text[len("speechbrain:"):]).expanduser().is_dir():
+            raise argparse.ArgumentTypeError(f"no such SpeechBrain model folder: {text[len('speechbrain:'):]}")
+        return text
+    return _existing(text)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -199,12 +208,26 @@ def _add_eval(sub) -> None:
     p.add_argument("--fuse-utt2spk", type=_existing,
                    help="with --fuse-cv: make the folds speaker-disjoint (speaker of each enrollment id)")
     p.add_argument("--fuse-prior", type=_probability, default=0.5, help="prior of the fusion objective")
+    p.add_argument("--qmf", metavar="duration|spread|duration,spread",
+                   help="add a quality-measure calibration of all systems (row 'qmf'): logistic regression on the "
+                        "scores, min and max of the two sides' log quality measures and their products with the "
+                        "scores; cross-validated with --fuse-cv K or trained on --fuse-trials/--fuse-scores")
+    p.add_argument("--utt2dur", type=_existing,
+                   help="--qmf duration: seconds (Kaldi utt2dur; best of speech after VAD) of the evaluated "
+                        "trials' utterances")
+    p.add_argument("--quality-emb", type=_existing, nargs="+", metavar="EMB",
+                   help="--qmf: embedding files of the evaluated trials' utterances, with an .npz array "
+                        "'duration' and/or 'spread' (spkver extract --mc-samples K)")
+    p.add_argument("--fuse-utt2dur", type=_existing, help="--qmf with --fuse-trials: utt2dur of that set")
+    p.add_argument("--fuse-quality-emb", type=_existing, nargs="+", metavar="EMB",
+                   help="--qmf with --fuse-trials: embedding files of that set (duration / spread)")
     p.add_argument("--bootstrap", type=int, default=0,
                    help="bootstrap replicates for 95%% confidence intervals (resampling enrollment models)")
     p.add_argument("--json", type=Path, help="write the results as JSON (rows over runs also keep each run's)")
     p.add_argument("--csv", type=Path, help="write the results table as CSV")
     p.add_argument("--det", type=Path, help="write a DET plot (PNG; one run only)")
     p.add_argument("--fusion-out", type=Path, help="write the fused scores (one run only)")
+    p.add_argument("--qmf-out", type=Path, help="write the quality-calibrated scores (one run only)")
     p.set_defaults(func=_cmd_eval)
 
 
@@ -244,6 +267,7 @@ def _cmd_eval(args) -> None:
 
     from scoring import io
     from scoring.pipeline import evaluate_runs
+    from scoring.quality import parse_quality
     from scoring.report import det_plot, results_table, write_json
 
     p_targets = args.p_targets or [0.01, 0.001]
@@ -258,17 +282,28 @@ def _cmd_eval(args) -> None:
 
     options = {"p_targets": p_targets, "fuse": args.fuse, "fusion_prior": args.fuse_prior,
                "calibrated": names if args.calibrated else (), "n_boot": args.bootstrap}
-    if (args.fuse_cv or args.fuse_trials or args.fuse_scores or args.fuse_utt2spk or args.fusion_out) \
-            and not args.fuse:
-        raise CliError("--fuse-cv, --fuse-trials, --fuse-scores, --fuse-utt2spk and --fusion-out go with --fuse")
-    if args.fuse:
-        if len(names) < 2:
-            raise CliError("--fuse needs at least two systems")
+    try:
+        qmf = parse_quality(args.qmf) if args.qmf is not None else ()
+    except ValueError as err:
+        raise CliError(f"--qmf: {err}") from None
+    if (args.fuse_cv or args.fuse_trials or args.fuse_scores or args.fuse_utt2spk) and not (args.fuse or qmf):
+        raise CliError("--fuse-cv, --fuse-trials, --fuse-scores and --fuse-utt2spk go with --fuse or --qmf")
+    if args.fusion_out and not args.fuse:
+        raise CliError("--fusion-out goes with --fuse")
+    if (args.utt2dur or args.quality_emb or args.fuse_utt2dur or args.fuse_quality_emb or args.qmf_out) and not qmf:
+        raise CliError("--utt2dur, --quality-emb, --fuse-utt2dur, --fuse-quality-emb and --qmf-out go with --qmf")
+    if len(runs) > 1 and args.qmf_out:
+        raise CliError("--qmf-out needs a single run (--scores, or --system with one file each)")
+    if args.fuse and len(names) < 2:
+        raise CliError("--fuse needs at least two systems")
+    if args.fuse or qmf:
         if args.fuse_cv is not None:
             if args.fuse_trials is not None or args.fuse_scores is not None:
                 raise CliError("--fuse-cv and --fuse-trials/--fuse-scores exclude each other")
             if args.fuse_cv < 2:
                 raise CliError(f"--fuse-cv needs at least 2 folds, got {args.fuse_cv}")
+            if args.fuse_utt2dur or args.fuse_quality_emb:
+                raise CliError("--fuse-utt2dur and --fuse-quality-emb go with --fuse-trials")
             options["n_folds"] = args.fuse_cv
             if args.fuse_utt2spk is not None:
                 utt2spk = io.read_utt2spk(args.fuse_utt2spk)
@@ -278,8 +313,9 @@ def _cmd_eval(args) -> None:
                                    f"{missing[0]!r}")
                 options["fusion_groups"] = np.asarray([utt2spk[e] for e in trials.enroll])
         else:
+            flag = "--fuse" if args.fuse else "--qmf"
             if args.fuse_trials is None or args.fuse_scores is None:
-                raise CliError("--fuse needs --fuse-trials and --fuse-scores (a trial set disjoint from the "
+                raise CliError(f"{flag} needs --fuse-trials and --fuse-scores (a trial set disjoint from the "
                                "evaluated one) or --fuse-cv K")
             if args.fuse_utt2spk is not None:
                 raise CliError("--fuse-utt2spk goes with --fuse-cv")
@@ -290,7 +326,13 @@ def _cmd_eval(args) -> None:
             dev = io.read_trials(args.fuse_trials)
             io.check_labels(dev)
             dev_scores = {n: io.align_scores(dev, path) for n, path in zip(names, args.fuse_scores)}
-            options["fusion_train"] = (dev_scores, dev.label.astype(np.int64))
+            if args.fuse:
+                options["fusion_train"] = (dev_scores, dev.label.astype(np.int64))
+            if qmf:
+                sides = _qmf_sides(dev, qmf, args.fuse_utt2dur, args.fuse_quality_emb, "--fuse-")
+                options["qmf_train"] = (dev_scores, dev.label.astype(np.int64), *sides)
+    if qmf:
+        options.update(qmf=qmf, qmf_quality=_qmf_sides(trials, qmf, args.utt2dur, args.quality_emb, "--"))
 
     rows, per_run, scores = evaluate_runs(systems, trials, **options)
     if len(runs) == 1:
@@ -310,6 +352,20 @@ def _cmd_eval(args) -> None:
     if args.fusion_out is not None:
         io.write_scores(args.fusion_out, trials, scores[0]["fusion"])
         log.info("wrote fused scores to %s", args.fusion_out)
+    if args.qmf_out is not None:
+        io.write_scores(args.qmf_out, trials, scores[0]["qmf"])
+        log.info("wrote quality-calibrated scores to %s", args.qmf_out)
+
+
+def _qmf_sides(trials, qmf, utt2dur, quality_emb, prefix: str):
+    """Raw quality measures (q_enroll, q_test) of the trials' sides from ``PREFIXutt2dur`` / ``PREFIXquality-emb``."""
+    from scoring.quality import read_quality
+
+    if "duration" in qmf and utt2dur is None and not quality_emb:
+        raise CliError(f"--qmf duration needs {prefix}utt2dur F or {prefix}quality-emb EMB (with durations)")
+    if "spread" in qmf and not quality_emb:
+        raise CliError(f"--qmf spread needs {prefix}quality-emb EMB (with a spread: spkver extract --mc-samples K)")
+    return read_quality(utt2dur, quality_emb or ()).trial_sides(trials, qmf)
 
 
 # --------------------------------------------------------------------------------------------- prepare
@@ -420,7 +476,9 @@ def _add_train(sub) -> None:
     p.add_argument("--config", type=_existing, required=True, help="YAML training configuration")
     p.add_argument("--data", type=_existing, required=True, help="Kaldi data dir of training utterances")
     p.add_argument("--exp", type=Path, required=True, help="experiment dir (checkpoints, logs, config)")
-    p.add_argument("--init", type=_existing, help="initialise a Bayesian model from this baseline experiment")
+    p.add_argument("--init", type=_model_source,
+                   help="initialise the model (a Bayesian model's means) from this baseline experiment, or from "
+                        "a pretrained SpeechBrain folder, speechbrain:DIR (its classifier starts afresh)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --exp")
     p.add_argument("--audio-root", type=_existing, help="resolve relative wav.scp paths against this folder")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable utterances (and report them)")
@@ -452,7 +510,9 @@ def _cmd_train(args) -> None:
 # --------------------------------------------------------------------------------------------- extract
 def _add_extract(sub) -> None:
     p = sub.add_parser("extract", help="extract embeddings with a trained model")
-    p.add_argument("--model", type=_existing, required=True, help="experiment dir or checkpoint file")
+    p.add_argument("--model", type=_model_source, required=True,
+                   help="experiment dir, checkpoint file or speechbrain:DIR (a SpeechBrain speaker-embedding "
+                        "folder: hyperparams.yaml, embedding_model.ckpt)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", type=_existing, help="Kaldi data dir")
     src.add_argument("--wav-scp", type=_existing, help="a wav.scp file")
@@ -514,8 +574,8 @@ def _add_system(sub) -> None:
                     "(a fusion when there are several models) and system.json (metrics, file hashes). Data dirs "
                     "are embedded with each model; embedding files are used as given.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=FORMATS)
-    b.add_argument("--model", type=_existing, action="append", required=True, dest="models",
-                   help="experiment dir or checkpoint (repeatable: several extractors are fused)")
+    b.add_argument("--model", type=_model_source, action="append", required=True, dest="models",
+                   help="experiment dir, checkpoint or speechbrain:DIR (repeatable: several extractors are fused)")
     train = b.add_mutually_exclusive_group(required=True)
     train.add_argument("--train-data", type=_existing, help="data dir the back-end is trained on")
     train.add_argument("--train-emb", type=_existing, nargs="+", help="training embeddings, one file per --model")
@@ -537,6 +597,9 @@ def _add_system(sub) -> None:
     b.add_argument("--system-name", help="the system's name (default: the --out folder name)")
     b.add_argument("--p-target", type=_probability, default=0.01,
                    help="target prior the calibration is trained for and checked at (default 0.01)")
+    b.add_argument("--qmf", metavar="duration",
+                   help="a quality-measure calibration on each side's speech duration after VAD instead of the "
+                        "plain calibration (see spkver eval --qmf)")
     b.add_argument("--min-speech", type=float, default=0.5, metavar="SECONDS",
                    help="verification refuses audio with less speech after VAD (default 0.5 s)")
     b.add_argument("--audio-root", type=_existing, help="resolve relative wav.scp paths against this folder")
@@ -565,7 +628,7 @@ def _cmd_system_build(args) -> None:
                  calibrate_trials=args.calibrate_trials, calibrate_emb=args.calibrate_emb, names=args.names,
                  p_target=args.p_target, name=args.system_name, audio_root=args.audio_root, device=args.device,
                  skip_bad=args.skip_bad, overwrite=args.overwrite, min_speech_seconds=args.min_speech,
-                 num_workers=args.workers)
+                 num_workers=args.workers, qmf=args.qmf)
 
 
 def _cmd_system_info(args) -> None:

@@ -1,6 +1,6 @@
 """Typed training configuration: one dataclass per component, loaded from YAML with unknown keys rejected.
 
-A configuration file has top-level training fields (:class:`TrainConfig`) and four sections whose keys map
+A configuration file has top-level training fields (:class:`TrainConfig`) and five sections whose keys map
 one to one onto a component::
 
     epochs: 10
@@ -18,9 +18,14 @@ one to one onto a component::
     optim:               # OptimConfig: optimiser, learning-rate schedule, gradient clipping
       name: sgd
       lr: 0.05
+    loss:                # LossConfig: cross-entropy (the default) or additive angular margin
+      name: aam
+      margin: 0.2
 
 The model's input dimension and class count are not configured: they come from the features and from the
-training speakers.
+training speakers; nor is its classifier, which the loss decides (cosine for ``aam``, else linear). A ``null``
+model argument is left out (the constructor's default applies), so a file can unset an argument of its base's
+model (``stats_channels: null`` when an ECAPA configuration extends an x-vector one).
 
 A file may extend another and state only what differs: a top-level ``base: OTHER.yaml`` (a path relative to
 the file that names it; the base may have a base in turn) is read first, then the file's own keys are merged
@@ -46,7 +51,7 @@ from scoring.io import atomic_write_text
 from spkver.features import FeatureConfig
 
 # constructor arguments filled in by the trainer, never by the configuration
-DERIVED_MODEL_ARGS = ("feat_dim", "num_classes")
+DERIVED_MODEL_ARGS = ("feat_dim", "num_classes", "classifier")
 
 
 class ConfigError(ValueError):
@@ -131,12 +136,27 @@ def _from_mapping(cls, data, source=None, section: str = ""):
         raise ConfigError(f"{prefix}{err}") from None
 
 
+def _constructor_arguments(cls) -> set | None:
+    """Keyword arguments ``cls(...)`` accepts, following ``**kwargs`` up the class hierarchy (a subclass that
+    passes them on to its base); None when they end in an open ``**kwargs``."""
+    names: set = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(vars(klass)["__init__"]).parameters
+        names |= {n for n, p in params.items() if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return names
+    return None
+
+
 @dataclass
 class ModelConfig:
     """A model from the ``spkver.nn.tdnn.MODELS`` registry and its constructor arguments.
 
-    ``kwargs`` maps one to one onto the constructor's keyword arguments, except ``feat_dim`` and
-    ``num_classes``, which the trainer derives from the feature configuration and the training speakers.
+    ``kwargs`` maps one to one onto the constructor's keyword arguments, except ``feat_dim``, ``num_classes``
+    and ``classifier``, which the trainer derives from the feature configuration, the training speakers and
+    the loss. Arguments set to ``None`` are dropped (the constructor's default applies).
     In YAML the arguments sit beside ``name`` (``model: {name: xvector, embed_dim: 256}``).
     """
 
@@ -153,11 +173,10 @@ class ModelConfig:
         if derived:
             raise ConfigError(f"model argument(s) {derived} are derived from the data and features; "
                               f"remove them from the configuration")
-        params = inspect.signature(MODELS[self.name]).parameters
-        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        valid = _constructor_arguments(MODELS[self.name])
+        if valid is None:
             return
-        valid = sorted(n for n, p in params.items() if n not in DERIVED_MODEL_ARGS
-                       and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+        valid = sorted(n for n in valid if n not in DERIVED_MODEL_ARGS)
         unknown = sorted(set(self.kwargs) - set(valid))
         if unknown:
             raise ConfigError(f"unknown argument(s) {unknown} for model {self.name!r}; valid: {valid}")
@@ -175,7 +194,7 @@ class ModelConfig:
         name = data.pop("name", cls.name)
         if not isinstance(name, str):
             raise ConfigError(f"{prefix}name must be a string, got {name!r}")
-        cfg = cls(name=name, kwargs=data)
+        cfg = cls(name=name, kwargs={k: v for k, v in data.items() if v is not None})
         try:
             cfg.validate()
         except ConfigError as err:
@@ -287,8 +306,29 @@ class OptimConfig:
 
 
 @dataclass
+class LossConfig:
+    """The classification loss: ``ce`` (cross-entropy on a linear classifier) or ``aam`` (additive angular
+    margin softmax on a cosine classifier: ``scale * cos(theta_target + m)``, ``m`` rising linearly from 0 to
+    ``margin`` over ``margin_ramp_steps`` optimisation steps; see ``spkver.nn.objective``). ``margin``, ``scale``
+    and ``margin_ramp_steps`` apply to ``aam`` only."""
+
+    name: Literal["ce", "aam"] = "ce"
+    margin: float = 0.2
+    scale: float = 30.0
+    margin_ramp_steps: int = 0
+
+    def __post_init__(self):
+        if not 0.0 <= self.margin < 1.5:
+            raise ConfigError(f"margin must lie in [0, 1.5) (radians), got {self.margin}")
+        if self.scale <= 0:
+            raise ConfigError(f"scale must be positive, got {self.scale}")
+        if self.margin_ramp_steps < 0:
+            raise ConfigError(f"margin_ramp_steps must be >= 0, got {self.margin_ramp_steps}")
+
+
+@dataclass
 class TrainConfig:
-    """Everything a training run needs besides the data: the four sections plus the loop's own settings.
+    """Everything a training run needs besides the data: the five sections plus the loop's own settings.
 
     ``amp``: ``"bf16"`` autocasts to bfloat16 (CUDA, or CPU where supported), ``"fp16"`` to float16 with a
     gradient scaler (CUDA only), null trains in float32. ``kl_weight`` and ``kl_warmup_steps`` go to
@@ -311,6 +351,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
 
     def __post_init__(self):
         if self.epochs <= 0:
@@ -327,11 +368,12 @@ class TrainConfig:
     def to_dict(self) -> dict:
         """Plain nested dict (YAML/JSON-ready) of the resolved configuration."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-               if f.name not in ("features", "model", "data", "optim")}
+               if f.name not in ("features", "model", "data", "optim", "loss")}
         out["features"] = self.features.to_dict()
         out["model"] = self.model.to_dict()
         out["data"] = dataclasses.asdict(self.data)
         out["optim"] = dataclasses.asdict(self.optim)
+        out["loss"] = dataclasses.asdict(self.loss)
         return out
 
     @classmethod
@@ -351,6 +393,8 @@ class TrainConfig:
             sections["data"] = _from_mapping(DataConfig, data.pop("data"), source, "data")
         if "optim" in data:
             sections["optim"] = _from_mapping(OptimConfig, data.pop("optim"), source, "optim")
+        if "loss" in data:
+            sections["loss"] = _from_mapping(LossConfig, data.pop("loss"), source, "loss")
         cfg = _from_mapping(cls, data, source, "")
         return dataclasses.replace(cfg, **sections) if sections else cfg
 

@@ -6,12 +6,13 @@ while the model runs. Utterances are sorted by duration (``utt2dur``, segment ti
 grouped so that a batch holds at most ``batch_frames`` padded frames; every utterance is embedded whole.
 An utterance longer than ``max_seconds`` (after VAD) is cut into the fewest equal windows no longer than
 that, and its embedding is the frame-weighted mean of the window embeddings (as Kaldi's
-``nnet3-xvector-compute --chunk-size`` averages chunk x-vectors). Utterances shorter than the network's
-15-frame context are repeated to 15 frames.
+``nnet3-xvector-compute --chunk-size`` averages chunk x-vectors). Utterances shorter than the model's
+``min_frames`` (the x-vector's 15-frame context) are repeated up to it.
 
-Bayesian models give the posterior-mean embedding (``mc_samples=0``, BatchNorm folded into the layers by
-``XVector.fuse_for_inference``) or the mean of ``mc_samples`` sampled embeddings with their per-dimension
-standard deviation, stored as ``spread`` (in the ``.npz``, or beside a Kaldi archive as ``NAME.spread.ark``).
+Bayesian models give the posterior-mean embedding (``mc_samples=0``, through the model's
+``fuse_for_inference``: for the x-vector, BatchNorm folded into the layers) or the mean of ``mc_samples``
+sampled embeddings with their per-dimension standard deviation, stored as ``spread`` (in the ``.npz``, or
+beside a Kaldi archive as ``NAME.spread.ark``).
 
 Resuming: finished batches go to ``OUT.partial/`` (one small ``.npz`` each, written atomically); a restart
 skips the utterances found there, the final file is written atomically and the folder removed. Under
@@ -23,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
 import time
 import uuid
@@ -184,16 +184,16 @@ class BatchFeatures(Dataset):
 
 
 # ----------------------------------------------------------------------------------------------- compute
-def windows(feats: np.ndarray, max_frames: int) -> list[np.ndarray]:
+def windows(feats: np.ndarray, max_frames: int, min_frames: int = MIN_FRAMES) -> list[np.ndarray]:
     """``feats (frames, dim)`` as the fewest near-equal windows of at most ``max_frames`` frames (but never
-    fewer than :data:`MIN_FRAMES`); an utterance shorter than that is repeated up to it."""
+    fewer than ``min_frames``, the model's minimum); an utterance shorter than that is repeated up to it."""
     n = len(feats)
-    if n < MIN_FRAMES:
-        return [feats[np.arange(MIN_FRAMES) % n]]
-    return np.array_split(feats, max(1, min(math.ceil(n / max_frames), n // MIN_FRAMES)))
+    if n < min_frames:
+        return [feats[np.arange(min_frames) % n]]
+    return np.array_split(feats, max(1, min(math.ceil(n / max_frames), n // min_frames)))
 
 
-def window_batch(feats: list[np.ndarray], max_frames: int) -> tuple:
+def window_batch(feats: list[np.ndarray], max_frames: int, min_frames: int = MIN_FRAMES) -> tuple:
     """The :func:`windows` of every utterance of ``feats`` (each ``(frames_i, dim)``), zero-padded into one batch.
 
     Returns ``(x (pieces, longest, dim) float32, lengths (pieces,) int64, owner (pieces,) int64)``:
@@ -202,7 +202,7 @@ def window_batch(feats: list[np.ndarray], max_frames: int) -> tuple:
     """
     pieces, owner = [], []
     for i, f in enumerate(feats):
-        for w in windows(f, max_frames):
+        for w in windows(f, max_frames, min_frames):
             pieces.append(w)
             owner.append(i)
     lengths = np.array([len(p) for p in pieces], dtype=np.int64)
@@ -236,6 +236,7 @@ class Embedder:
         self.mc = int(mc_samples) if getattr(model, "is_bayesian", False) else 0
         self.fused = model.fuse_for_inference() if self.mc == 0 and hasattr(model, "fuse_for_inference") else None
         self.max_frames, self.amp, self.seed, self.calls = max_frames, amp, seed, 0
+        self.min_frames = int(getattr(model, "min_frames", MIN_FRAMES))
 
     def _forward(self, x: torch.Tensor, lengths):
         if self.fused is not None:
@@ -245,7 +246,7 @@ class Embedder:
         return self.model.extract(x, lengths, mc_samples=self.mc)
 
     def __call__(self, feats: list[np.ndarray]):
-        x, lengths, owner = window_batch(feats, self.max_frames)
+        x, lengths, owner = window_batch(feats, self.max_frames, self.min_frames)
         longest = x.shape[1]
         xt = torch.from_numpy(x).to(self.device, non_blocking=True)
         dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
@@ -344,7 +345,8 @@ def extract(model_path, out, data_dir=None, wav_scp=None, files=None, mc_samples
             audio_root=None, max_seconds: float = 60.0, num_workers: int | None = None, amp: str | None = None,
             progress: bool = False, seed: int = 0, batch_size: int | None = None,
             min_speech_seconds: float = 0.0) -> ExtractSummary:
-    """Extract one embedding per utterance with the model of ``model_path`` (checkpoint or experiment dir).
+    """Extract one embedding per utterance with the model of ``model_path`` (checkpoint, experiment dir or
+    ``speechbrain:DIR``, a pretrained SpeechBrain folder: :mod:`spkver.speechbrain_folder`).
 
     Args:
         out: ``.npz`` (arrays ``ids``, ``embeddings`` and, with ``mc_samples > 0``, ``spread``) or ``.ark`` /
@@ -366,7 +368,7 @@ def extract(model_path, out, data_dir=None, wav_scp=None, files=None, mc_samples
         :class:`ExtractSummary` (the merged result on rank 0; this rank's share elsewhere).
     """
     from spkver import distributed
-    from spkver.checkpoint import load_model, resolve_checkpoint
+    from spkver.checkpoint import fingerprint, load_model, resolve_checkpoint
 
     start_time = time.perf_counter()
     out = Path(out)
@@ -395,7 +397,7 @@ def extract(model_path, out, data_dir=None, wav_scp=None, files=None, mc_samples
     fps = 1000.0 / feature_cfg.frame_shift_ms
     max_frames = max(MIN_FRAMES, int(max_seconds * fps))
     min_speech_frames = math.ceil(min_speech_seconds * fps - 1e-9)
-    signature = {"model": str(ckpt.resolve()), "model_mtime": os.path.getmtime(ckpt), "mc_samples": int(mc_samples),
+    signature = {**fingerprint(ckpt), "mc_samples": int(mc_samples),
                  "max_frames": max_frames, "seed": seed, "amp": amp, "min_speech_frames": min_speech_frames}
 
     partial = _partial_dir(out)

@@ -12,6 +12,11 @@ The pipeline is Kaldi's x-vector recipe (egs/voxceleb/v2, egs/sre16/v2; Snyder e
 Defaults differing from torchaudio's: ``energy_floor=0`` (Kaldi's default, torchaudio uses 1.0),
 ``use_energy=True`` for MFCC (Kaldi's default: C0 is replaced by the raw log energy), dither 0 (deterministic;
 Kaldi uses 1.0), ``snip_edges=False`` (what both Kaldi recipes set).
+
+``kind="waveform"`` is the input of models that bring their own front end (SpeechBrain's Fbank inside a
+:class:`spkver.nn.ecapa.ECAPA` read from a SpeechBrain folder): the (resampled) samples themselves as
+``(samples, 1)``, one "frame" per sample, so frame-based bookkeeping (``frame_shift_ms``, fixed at
+``1000 / sample_rate``, chunk and window lengths) counts samples; no CMN, no VAD.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-KINDS = ("mfcc", "fbank")
+KINDS = ("mfcc", "fbank", "waveform")
 INT16_SCALE = 32768.0
 PREEMPHASIS = 0.97
 CEPSTRAL_LIFTER = 22.0
@@ -36,6 +41,8 @@ class FeatureConfig:
     ``high_freq <= 0`` is an offset from the Nyquist frequency (Kaldi's convention). ``cmn_window=0`` turns
     sliding CMN off. VAD options are Kaldi ``compute-vad``'s, at the values of the recipes' ``conf/vad.conf``
     (Kaldi's own default for ``vad_frames_context`` is 0; the recipes use 2).
+    For ``kind="waveform"`` the framing, CMN and VAD options do not apply: frame length and shift are set to one
+    sample, ``cmn_window`` to 0 and ``vad`` to false.
     """
 
     kind: str = "mfcc"
@@ -61,6 +68,9 @@ class FeatureConfig:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"FeatureConfig.kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind == "waveform" and isinstance(self.sample_rate, int) and self.sample_rate > 0:
+            self.frame_length_ms = self.frame_shift_ms = 1000.0 / self.sample_rate
+            self.cmn_window, self.vad = 0, False
         for name in ("sample_rate", "num_mel_bins", "num_ceps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -113,6 +123,8 @@ class FeatureConfig:
     @property
     def dim(self) -> int:
         """Feature dimension of :func:`compute_features`' output."""
+        if self.kind == "waveform":
+            return 1
         if self.kind == "mfcc":
             return self.num_ceps
         return self.num_mel_bins + int(self.use_energy)
@@ -302,7 +314,13 @@ def energy_vad(log_energy: torch.Tensor, threshold: float = 5.5, mean_scale: flo
 
 def features_and_vad(wave, cfg: FeatureConfig, sample_rate: int | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """CMN'd features ``(frames, cfg.dim)`` and the voiced-frame mask ``(frames,)`` (all True without VAD)."""
+    """CMN'd features ``(frames, cfg.dim)`` and the voiced-frame mask ``(frames,)`` (all True without VAD;
+    for ``kind="waveform"`` the samples ``(samples, 1)``, all "voiced")."""
+    if cfg.kind == "waveform":
+        wave = _as_wave(wave, cfg, sample_rate)
+        if len(wave) == 0:
+            raise ValueError("wave has no samples")
+        return wave.unsqueeze(1), torch.ones(len(wave), dtype=torch.bool)
     feats, energy = kaldi_features(wave, cfg, sample_rate)
     if cfg.cmn_window > 0:
         feats = sliding_cmn(feats, cfg.cmn_window, cfg.cmn_norm_vars)
@@ -324,7 +342,8 @@ def compute_features(wave, cfg: FeatureConfig | None = None, sample_rate: int | 
         min_speech_frames: raise ``ValueError`` when fewer frames than this are voiced (every frame counts
             when VAD is off); 0 never raises.
     Returns:
-        float32 tensor ``(voiced_frames, cfg.dim)``; all frames when VAD is off or finds no voiced frame.
+        float32 tensor ``(voiced_frames, cfg.dim)``; all frames when VAD is off or finds no voiced frame; for
+        ``kind="waveform"`` the samples, ``(samples, 1)``.
     """
     cfg = FeatureConfig() if cfg is None else cfg
     feats, voiced = features_and_vad(wave, cfg, sample_rate)

@@ -31,7 +31,7 @@ import torch.nn as nn
 from scoring.io import atomic_write
 from spkver import __version__
 from spkver.extract import MIN_FRAMES, merge_windows, window_batch
-from spkver.nn.tdnn import CONTEXT, FusedXVector
+from spkver.nn.tdnn import CONTEXT, FusedXVector, XVector
 
 __all__ = ["export_onnx", "OnnxEmbedder", "INPUT_NAMES", "OUTPUT_NAME", "MIN_OPSET"]
 
@@ -78,10 +78,11 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, feat_dim: int, opset:
 
     if isinstance(model, FusedXVector):
         fused = copy.deepcopy(model)
-    elif hasattr(model, "fuse_for_inference"):
+    elif isinstance(model, XVector):
         fused = model.fuse_for_inference()
-    else:
-        raise TypeError(f"export_onnx: expected an XVector, BayesXVector or FusedXVector, got {type(model).__name__}")
+    else:  # e.g. ECAPA-TDNN: its reflect padding and SpeechBrain front end are not exported
+        raise TypeError(f"export_onnx: expected an XVector, BayesXVector or FusedXVector, got {type(model).__name__} "
+                        "(other models run with the torch runtime)")
     if isinstance(feat_dim, bool) or int(feat_dim) != feat_dim or feat_dim != fused.feat_dim:
         raise ValueError(f"export_onnx: feat_dim {feat_dim!r} does not match the model's {fused.feat_dim}")
     if opset is not None and (isinstance(opset, bool) or int(opset) != opset or opset < MIN_OPSET):

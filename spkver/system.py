@@ -9,7 +9,9 @@ Layout (paths relative to the folder)::
                               training mean; PLDA: centring, LDA, whitening, length norm and the model)
     cohort/NAME.npz           per extractor, with S-norm / AS-norm: the cohort embeddings (ids, embeddings)
     calibration.npz           score -> natural-log LLR: a Calibration (one extractor) or the LinearFusion
-                              weights over the extractors' scores (several)
+                              weights over the extractors' scores (several); or a QualityCalibration (kind
+                              "quality", ``build_system(qmf=...)``), which also takes each side's speech duration
+                              (voiced frames after VAD x frame shift, with the first extractor's features)
 
 ``system.json`` holds ``format`` ("spkver-system"), ``format_version`` (:data:`FORMAT_VERSION`), the spkver
 version that wrote it, per extractor its feature configuration, model description and back-end, what the
@@ -45,6 +47,7 @@ import numpy as np
 
 from scoring.calibrated import Branch, CalibratedBackend, input_dim, load_scorer, scorer_kind
 from scoring.fusion import Calibration, LinearFusion
+from scoring.quality import QualityCalibration, QualityTable, parse_quality, quality_features
 from scoring.io import Embeddings, ScoringInputError, Trials, atomic_write_text, read_embeddings
 from spkver import __version__
 
@@ -54,6 +57,7 @@ FORMAT = "spkver-system"
 FORMAT_VERSION = 1
 MANIFEST = "system.json"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+CALIBRATIONS = {"calibration": Calibration, "fusion": LinearFusion, "quality": QualityCalibration}  # kind -> class
 
 
 class SystemFolderError(ValueError):
@@ -127,8 +131,9 @@ def _check_schema(manifest: dict, mpath: Path) -> None:
         if _require(norm, "kind", str, where + "norm.", mpath) != "none":
             _require(norm, "cohort", str, where + "norm.", mpath)
     calibration = _require(manifest, "calibration", dict, "", mpath)
-    if _require(calibration, "kind", str, "calibration.", mpath) not in ("calibration", "fusion"):
-        raise SystemFolderError(f"{mpath}: calibration kind {calibration['kind']!r}; expected calibration or fusion")
+    if _require(calibration, "kind", str, "calibration.", mpath) not in CALIBRATIONS:
+        raise SystemFolderError(f"{mpath}: calibration kind {calibration['kind']!r}; expected one of "
+                                f"{', '.join(CALIBRATIONS)}")
     _require(calibration, "file", str, "calibration.", mpath)
     _require(manifest, "p_target", float, "", mpath)
 
@@ -265,10 +270,14 @@ def load_system(path=None, device="cpu") -> System:
     cal = manifest["calibration"]
     cal_file = _listed(folder, manifest, cal["file"])
     try:
-        calibration = (Calibration if cal["kind"] == "calibration" else LinearFusion).load(cal_file)
+        calibration = CALIBRATIONS[cal["kind"]].load(cal_file)
     except ScoringInputError as err:
         raise SystemFolderError(str(err)) from None
-    if calibration.weights.shape[0] != len(extractors):
+    if isinstance(calibration, QualityCalibration):
+        if calibration.n_systems != len(extractors):
+            raise SystemFolderError(f"{cal_file}: a quality calibration of {calibration.n_systems} score(s) for "
+                                    f"{len(extractors)} extractor(s)")
+    elif calibration.weights.shape[0] != len(extractors):
         raise SystemFolderError(f"{cal_file}: {calibration.weights.shape[0]} calibration weight(s) for "
                                 f"{len(extractors)} extractor(s)")
     return System(folder, manifest, extractors, CalibratedBackend(branches, calibration))
@@ -309,11 +318,25 @@ def extract_cached(model_path, out, data, skip_bad: bool = False, device="cpu", 
     return read_embeddings(out), dict(summary.bad)
 
 
+def speech_seconds(data, utts, features) -> dict[str, float]:
+    """``{utt: seconds of speech}`` of utterances of ``data`` (a ``DataDir``): voiced frames after VAD times the
+    frame shift of ``features`` (a ``FeatureConfig``; every frame when VAD is off or finds none), as
+    ``spkver.api.Verifier`` measures a recording."""
+    from spkver.features import features_and_vad
+
+    out = {}
+    for utt in utts:
+        wave, _ = data.load_audio(utt, sample_rate=features.sample_rate)
+        _, voiced = features_and_vad(wave, features)
+        out[utt] = (int(voiced.sum()) or len(voiced)) * features.frame_shift_ms / 1000.0
+    return out
+
+
 # -------------------------------------------------------------------------------------------- building
 def _default_names(models) -> list[str]:
     names = []
     for model in models:
-        path = Path(model).resolve()
+        path = Path(str(model).split(":", 1)[1] if str(model).startswith("speechbrain:") else model).resolve()
         base = path.name
         if path.is_file():  # a checkpoint: its stem, or its experiment dir's name for final.pt, epoch_003.pt ...
             base = path.stem
@@ -349,7 +372,7 @@ def build_system(models, out, backend: str = "plda", *, calibrate_data, calibrat
                  cohort_data=None, top_k: int | None = None, calibrate_emb=None, names=None,
                  p_target: float = 0.01, name: str | None = None, audio_root=None, device="cpu",
                  skip_bad: bool = False, overwrite: bool = False, min_speech_seconds: float = 0.5,
-                 num_workers: int | None = None, plda_iter: int = 10) -> Path:
+                 num_workers: int | None = None, plda_iter: int = 10, qmf=None) -> Path:
     """Build a system folder ``out`` from trained extractors (checkpoints or experiment dirs ``models``).
 
     Args:
@@ -365,25 +388,30 @@ def build_system(models, out, backend: str = "plda", *, calibrate_data, calibrat
         audio_root: resolves relative ``wav.scp`` paths of the data dirs. skip_bad: leave unreadable
             utterances out. min_speech_seconds: verification refuses audio with less speech after VAD.
         overwrite: replace an existing ``out``.
+        qmf: quality measures of a quality-measure calibration (``scoring.quality``) instead of the plain one:
+            ``"duration"`` (the speech seconds after VAD of each calibration utterance, measured with the first
+            extractor's features as the verifier measures a recording). ``"spread"`` needs Monte Carlo
+            extractors, which system folders do not hold (their extractors give the posterior mean).
     Returns:
         ``out``. Embeddings extracted on the way are kept in ``OUT.work/`` until the build succeeds.
     """
     from scoring.io import check_labels, read_trials, read_utt2spk
     from scoring.pipeline import BACKENDS, build_scorer
-    from spkver.checkpoint import load_model, resolve_checkpoint
+    from spkver.checkpoint import as_file, is_speechbrain, load_model, resolve_checkpoint
     from spkver.data.kaldi import DataDir
 
     out = Path(out)
     start = time.perf_counter()
-    models = [Path(m) for m in models]
+    models = [str(m) if is_speechbrain(m) else Path(m) for m in models]
     if not models:
         raise ValueError("give at least one model (--model)")
     names = list(names) if names else _default_names(models)
     if len(names) != len(models):
         raise ValueError(f"--name: {len(names)} name(s) for {len(models)} model(s)")
     for n in names:
-        if not _NAME_RE.match(n) or n in ("fusion", "calibrated"):
-            raise ValueError(f"--name {n!r}: use letters, digits, '_', '.', '-' (not 'fusion' or 'calibrated')")
+        if not _NAME_RE.match(n) or n in ("fusion", "calibrated", "qmf"):
+            raise ValueError(f"--name {n!r}: use letters, digits, '_', '.', '-' (not 'fusion', 'calibrated' or "
+                             "'qmf')")
     if len(set(names)) != len(names):
         raise ValueError(f"--name: names must be unique, got {names}")
     if backend not in BACKENDS:
@@ -408,6 +436,13 @@ def build_system(models, out, backend: str = "plda", *, calibrate_data, calibrat
     train_emb = _per_model(train_emb, len(models), "--train-emb")
     cohort_emb = _per_model(cohort_emb, len(models), "--cohort")
     calibrate_emb = _per_model(calibrate_emb, len(models), "--calibrate-emb")
+    try:
+        quality = parse_quality(qmf) if qmf else ()
+    except ScoringInputError as err:
+        raise ValueError(f"--qmf: {err}") from None
+    if "spread" in quality:
+        raise ValueError("--qmf spread: a system's extractors give the posterior-mean embedding (mc_samples 0), "
+                         "which has no spread; use --qmf duration")
     if out.exists() and not overwrite:
         raise ValueError(f"--out {out}: already exists (remove it or pass --overwrite)")
 
@@ -436,11 +471,12 @@ def build_system(models, out, backend: str = "plda", *, calibrate_data, calibrat
             if sets[kind][k].dim != loaded[k][0].embed_dim:
                 raise ValueError(f"{path}: {sets[kind][k].dim}-dim embeddings, but model {names[k]} ({sources[k]}) "
                                  f"gives {loaded[k][0].embed_dim}-dim ones")
+    files = [as_file(s, work / "models" / f"{n}.pt") for s, n in zip(sources, names)]  # speechbrain: -> a .pt
     for kind, given, data in kinds:
         if given is None:  # named after the data dir: one used twice (training and cohort) is embedded once
             tag = hashlib.sha256(str(data.path.resolve()).encode()).hexdigest()[:12]
             for k in range(len(models)):
-                sets[kind][k] = extract_cached(sources[k], work / f"{names[k]}_{tag}.npz", data, skip_bad=skip_bad,
+                sets[kind][k] = extract_cached(files[k], work / f"{names[k]}_{tag}.npz", data, skip_bad=skip_bad,
                                                device=device, num_workers=num_workers)[0]
 
     keep = np.ones(len(trials), dtype=bool)
@@ -463,8 +499,14 @@ def build_system(models, out, backend: str = "plda", *, calibrate_data, calibrat
     back = CalibratedBackend(branches)
     raw = back.raw_scores(trials, [(e, e) for e in sets["calibrate"]])
     labels = trials.label.astype(np.int64)
-    calibration = back.fit_calibration(raw, labels, p_target)
-    metrics = _metrics(names, raw, back.llr(raw), labels, trials, dev.utt2spk, p_target)
+    sides = ()
+    if quality:
+        utts = np.unique(np.concatenate([trials.enroll, trials.test])).tolist()
+        table = QualityTable().add("duration", speech_seconds(dev, utts, loaded[0][1]),
+                                   f"{calibrate_data} (speech seconds after VAD)")
+        sides = table.trial_sides(trials, quality)
+    calibration = back.fit_calibration(raw, labels, p_target, quality, *sides)
+    metrics = _metrics(names, raw, back.llr(raw, *sides), labels, trials, dev.utt2spk, p_target, quality, sides)
 
     def paths(values):
         return None if values is None else [str(Path(v).resolve()) for v in values]
@@ -491,25 +533,29 @@ def build_system(models, out, backend: str = "plda", *, calibrate_data, calibrat
     _write_system(out, manifest, names, sources, loaded, branches, calibration)
     shutil.rmtree(work, ignore_errors=True)
     cv = metrics["cross_validated"]
-    log.info("built %s in %.1f s: %d extractor(s), %s back-end%s; cross-validated actDCF %.3f vs minDCF %.3f at "
+    log.info("built %s in %.1f s: %d extractor(s), %s back-end%s%s; cross-validated actDCF %.3f vs minDCF %.3f at "
              "p_target %g", out, time.perf_counter() - start, len(names), backend,
-             "" if norm == "none" else f" + {norm}", cv["act_dcf"], cv["min_dcf"], p_target)
+             "" if norm == "none" else f" + {norm}", f", QMF on {','.join(quality)}" if quality else "",
+             cv["act_dcf"], cv["min_dcf"], p_target)
     return out
 
 
-def _metrics(names, raw, llr, labels, trials, utt2spk: dict, p_target: float) -> dict:
+def _metrics(names, raw, llr, labels, trials, utt2spk: dict, p_target: float, quality=(), sides=()) -> dict:
     """Rows on the calibration trials (each extractor's raw score, the system's LLR) and the speaker-disjoint
-    check of the calibration: 2-fold cross-validated over enrollment speakers, actDCF vs minDCF."""
+    check of the calibration: 2-fold cross-validated over enrollment speakers, actDCF vs minDCF. ``quality``,
+    ``sides``: the measures and (q_enroll, q_test) of a quality calibration."""
     from scoring.pipeline import cross_validated_fusion
     from scoring.report import evaluate_system
 
     priors = (p_target,)
     rows = [evaluate_system(n, raw[:, k], labels, priors) for k, n in enumerate(names)]
-    rows.append(evaluate_system("fusion" if len(names) > 1 else "calibrated", llr, labels, priors, calibrated=True))
+    name = "qmf" if quality else "fusion" if len(names) > 1 else "calibrated"
+    rows.append(evaluate_system(name, llr, labels, priors, calibrated=True))
     groups = np.asarray([utt2spk[e] for e in trials.enroll.tolist()])
     if np.unique(groups).size < 2:
         raise ValueError("the calibration trials need enrollment utterances of at least 2 speakers")
-    cv_llr = cross_validated_fusion(raw, labels, groups, n_folds=2, p_target=p_target)
+    features = quality_features(raw, *sides, quality) if quality else raw  # a QMF is a fusion of its features
+    cv_llr = cross_validated_fusion(features, labels, groups, n_folds=2, p_target=p_target)
     cv = evaluate_system("cross-validated", cv_llr, labels, priors, calibrated=True)
     key = str(float(p_target))
     return {"p_target": float(p_target), "rows": rows,
@@ -540,7 +586,8 @@ def _write_system(out: Path, manifest: dict, names, sources, loaded, branches, c
                               "embed_dim": int(model.embed_dim),
                               "parameters": int(sum(p.numel() for p in model.parameters())),
                               "bayesian": bool(getattr(model, "is_bayesian", False)),
-                              "source": str(source.resolve()), "epoch": meta.get("epoch"), "step": meta.get("step"),
+                              "source": source if isinstance(source, str) else str(source.resolve()),
+                              "epoch": meta.get("epoch"), "step": meta.get("step"),
                               "trained_with": meta.get("version")},
                     "backend": {"kind": kind, "file": f"backend/{n}.npz",
                                 **({"lda_dim": branch.scorer.lda_dim, "dim": branch.scorer.dim} if kind == "plda"
@@ -551,10 +598,14 @@ def _write_system(out: Path, manifest: dict, names, sources, loaded, branches, c
                 spec["norm"].update(cohort=f"cohort/{n}.npz", top_k=branch.top_k, n_cohort=len(branch.cohort))
             extractors.append(spec)
         calibration.save(tmp / "calibration.npz")
-        kind = "calibration" if isinstance(calibration, Calibration) else "fusion"
+        kind = next(k for k, cls in CALIBRATIONS.items() if type(calibration) is cls)
         manifest = {**manifest, "extractors": extractors,
                     "calibration": {"kind": kind, "file": "calibration.npz", "p_target": calibration.p_target,
                                     "weights": calibration.weights.tolist(), "offset": calibration.offset}}
+        if kind == "quality":
+            manifest["calibration"].update(quality=list(calibration.quality),
+                                           features=list(calibration.feature_names),
+                                           duration="speech seconds after VAD, first extractor's features")
         manifest["files"] = {rel: {"sha256": sha256_file(tmp / rel), "size": (tmp / rel).stat().st_size}
                              for rel in sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())}
         atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2) + "\n")

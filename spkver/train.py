@@ -1,6 +1,8 @@
-"""The training loop: x-vector or Bayesian x-vector, CPU or GPU, single process or DDP under torchrun.
+"""The training loop: any model of the registry (x-vector, ECAPA-TDNN; Bayesian or not), CPU or GPU, single
+process or DDP under torchrun.
 
-Loss (``spkver.nn.objective``): mean cross-entropy + ``kl_weight * KL / N_train`` with N_train the training
+Loss (``spkver.nn.objective``): mean cross-entropy (or AAM-softmax, ``loss: {name: aam}``, on a cosine
+classifier) + ``kl_weight * KL / N_train`` with N_train the training
 examples per epoch (``data.examples_per_epoch``, all ranks together), so that an epoch of steps adds up to
 the negative ELBO (Blundell et al. 2015) divided by N_train.
 
@@ -103,8 +105,11 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def check_resumable(saved: dict, cfg: TrainConfig, source) -> None:
-    """Raise :class:`ConfigError` when ``cfg`` changes more than :data:`RESUMABLE_CHANGES` of ``saved``."""
-    old, new = _flatten(saved), _flatten(cfg.to_dict())
+    """Raise :class:`ConfigError` when ``cfg`` changes more than :data:`RESUMABLE_CHANGES` of ``saved`` (a
+    setting the saved configuration predates counts as its default)."""
+    defaults = _flatten(TrainConfig().to_dict())
+    new = _flatten(cfg.to_dict())
+    old = {**{k: v for k, v in defaults.items() if k in new}, **_flatten(saved)}
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
     if changed:
         raise ConfigError(f"{source}: cannot resume with a changed configuration ({', '.join(changed)}); "
@@ -119,17 +124,26 @@ def _autocast(device: torch.device, amp: str | None):
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
-def _init_from(model, init, speakers: list[str], features: dict) -> None:
-    """Initialise a Bayesian ``model`` from the baseline experiment (or checkpoint) ``init``."""
+def _init_from(model, init, speakers: list[str], features: dict, model_kwargs: dict) -> None:
+    """Initialise ``model`` (Bayesian: its means) from the baseline experiment (or checkpoint) ``init``, or from
+    a pretrained extractor without speakers (``speechbrain:DIR``), whose classifier is not taken."""
     base = ckpt.load_checkpoint(init)
     if base["features"] != features:
-        raise ConfigError(f"{base['path']}: the baseline was trained on other features")
-    if base["speakers"] != speakers:
+        raise ConfigError(f"{base['path']}: the baseline was trained on other features ({base['features']}); "
+                          f"set the configuration's features to them")
+    if base["speakers"] and base["speakers"] != speakers:
         raise ConfigError(f"{base['path']}: the baseline was trained on other speakers "
                           f"({len(base['speakers'])} vs {len(speakers)})")
+    if base["model_kwargs"].get("frontend") != model_kwargs.get("frontend"):
+        raise ConfigError(f"{base['path']}: its model's front end differs from the configuration's; set model."
+                          f"frontend to {base['model_kwargs'].get('frontend')!r}")
     if not hasattr(model, "init_from_baseline"):
         raise ConfigError(f"model {type(model).__name__} cannot be initialised from a baseline")
-    model.init_from_baseline(base["model_state"])
+    try:
+        model.init_from_baseline(base["model_state"], keep=() if base["speakers"] else ("classifier.",))
+    except ValueError as err:
+        arch = {k: v for k, v in base["model_kwargs"].items() if k not in ("feat_dim", "num_classes")}
+        raise ConfigError(f"{base['path']}: {err} (it holds model {base['model_name']} {arch})") from None
 
 
 def _restore(state: dict, model, optimizer, scheduler, scaler, speakers: list[str]) -> tuple[int, int]:
@@ -195,7 +209,9 @@ def train(cfg: TrainConfig | str | os.PathLike, data_dir, exp_dir, init=None, re
 
     Args:
         cfg: a :class:`TrainConfig` or the path of its YAML file.
-        init: baseline experiment dir (or checkpoint) whose weights initialise a Bayesian model's means.
+        init: baseline experiment dir (or checkpoint) whose weights initialise the model (a Bayesian model's
+            means), or ``speechbrain:DIR``, a pretrained SpeechBrain folder (its embedding network; the
+            classifier starts afresh): fine-tuning, or a Bayesian model started from it.
         resume: continue from the newest checkpoint in ``exp_dir`` (fresh start when there is none).
             Without it an ``exp_dir`` that already holds checkpoints is refused.
         dev_data, dev_trials: a data dir and its trials for a validation EER every ``validate_every`` epochs.
@@ -247,9 +263,11 @@ def train(cfg: TrainConfig | str | os.PathLike, data_dir, exp_dir, init=None, re
     np.random.seed(cfg.seed % 2**32)
     torch.manual_seed(cfg.seed)
     model_kwargs = {**cfg.model.kwargs, "feat_dim": cfg.features.dim, "num_classes": len(examples.speakers)}
+    if cfg.loss.name == "aam":
+        model_kwargs["classifier"] = "cosine"
     model = build_model(cfg.model.name, **model_kwargs)
     if init is not None and state is None:
-        _init_from(model, init, examples.speakers, cfg.features.to_dict())
+        _init_from(model, init, examples.speakers, cfg.features.to_dict(), model_kwargs)
     model.to(info.device)
     steps_per_epoch = examples.sampler.steps_per_epoch
     optimizer = build_optimizer(model, cfg.optim)
@@ -263,7 +281,8 @@ def train(cfg: TrainConfig | str | os.PathLike, data_dir, exp_dir, init=None, re
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
-    objective = XVectorObjective(cfg.data.examples_per_epoch, cfg.kl_weight, cfg.kl_warmup_steps)
+    objective = XVectorObjective(cfg.data.examples_per_epoch, cfg.kl_weight, cfg.kl_warmup_steps, cfg.loss.name,
+                                 cfg.loss.margin, cfg.loss.scale, cfg.loss.margin_ramp_steps)
     run_meta = dict(model_name=cfg.model.name, model_kwargs=model_kwargs, features=cfg.features.to_dict(),
                     speakers=examples.speakers, config=cfg.to_dict())
     latest = existing[-1] if existing else None

@@ -133,9 +133,12 @@ def test_bench_gradvar(capsys):
 @pytest.mark.skipif(not has_speechbrain(), reason="the peer is SpeechBrain's Xvector")
 def test_bench_train_step(capsys):
     out = run_quick("bench_train_step", capsys)
-    rows = dict(re.findall(rf"^(speechbrain|baseline|bbb|lrt|flipout) +({NUM}) +{NUM}", out, re.M))
-    assert sorted(rows) == sorted(["speechbrain", "baseline", "bbb", "lrt", "flipout"])
+    systems = ["speechbrain", "baseline", "bbb", "lrt", "flipout", "speechbrain_ecapa", "ecapa", "ecapa_bbb"]
+    rows = dict(re.findall(rf"^({'|'.join(systems)}) +({NUM}) +{NUM}", out, re.M))
+    assert sorted(rows) == sorted(systems)
     assert all(_number(ms) > 0 for ms in rows.values())
+    ratio = find(rf"^ecapa +{NUM} +{NUM} +({NUM}) vs speechbrain_ecapa", out)[0]
+    assert ratio == pytest.approx(_number(rows["ecapa"]) / _number(rows["speechbrain_ecapa"]), rel=0.05, abs=0.01)
     peer_ms, ours_ms, speedup = find(rf"^1 +({NUM}) +({NUM}) +({NUM})$", out)
     assert speedup == pytest.approx(peer_ms / ours_ms, rel=0.1)
 

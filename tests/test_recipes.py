@@ -140,14 +140,17 @@ def test_configurations_load_and_pair_up(recipe):
     from spkver.config import load_config
 
     conf = RECIPES / recipe / "conf"
-    for prefix in ("", "debug_"):
+    prefixes = [p for p in ("", "debug_", "ecapa_", "debug_ecapa_") if (conf / f"{p}baseline.yaml").exists()]
+    assert "ecapa_" in prefixes
+    for prefix in prefixes:
         base, prop = (load_config(conf / f"{prefix}{name}.yaml") for name in ("baseline", "proposed"))
-        assert (base.model.name, prop.model.name) == ("xvector", "bayes_xvector")
+        assert (base.model.name, prop.model.name) == (("ecapa_tdnn", "bayes_ecapa_tdnn") if "ecapa" in prefix
+                                                      else ("xvector", "bayes_xvector"))
         # the two systems differ only in the model and the KL weight
-        assert (base.features, base.data, base.optim, base.epochs) == (prop.features, prop.data, prop.optim,
-                                                                       prop.epochs)
+        assert (base.features, base.data, base.optim, base.epochs, base.loss) == (prop.features, prop.data,
+                                                                                  prop.optim, prop.epochs, prop.loss)
         assert {k: v for k, v in prop.model.kwargs.items() if k in base.model.kwargs} == base.model.kwargs
-        if prefix:
+        if prefix.startswith("debug"):
             assert base.epochs == 1 and base.model.kwargs["channels"] == 32
     assert load_config(conf / "baseline.yaml").features == load_config(conf / "debug_baseline.yaml").features
 

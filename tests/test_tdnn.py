@@ -183,8 +183,9 @@ def test_extract_monte_carlo():
 
 
 def test_registry_and_layer_names():
-    assert set(MODELS) == {"xvector", "bayes_xvector"}
-    with pytest.raises(ValueError, match=r"\['bayes_xvector', 'xvector'\]"):
+    assert set(MODELS) == {"xvector", "bayes_xvector", "ecapa_tdnn", "bayes_ecapa_tdnn", "sb_xvector",
+                           "bayes_sb_xvector"}
+    with pytest.raises(ValueError, match=r"\['bayes_ecapa_tdnn', .*'xvector'\]"):
         build_model("resnet", **SMALL)
     with pytest.raises(ValueError, match="frame_1"):
         build_model("xvector", bayes_layers=["frame_6"], **SMALL)

@@ -61,13 +61,18 @@ add_eval_set() {
   eval_map[$name]=$map
 }
 
-# conf_file NAME: conf/PREFIX_NAME when the prefix is set and that file exists, else conf/NAME
+# conf_file NAME: conf/PREFIX_NAME when the prefix is set and that file exists, else the same for the prefix
+# without its last _part (debug_ecapa -> debug), else conf/NAME
 conf_file() {
-  if [[ -n $conf && -f $conf_dir/${conf}_$1 ]]; then
-    echo "$conf_dir/${conf}_$1"
-  else
-    echo "$conf_dir/$1"
-  fi
+  local prefix=$conf
+  while [[ -n $prefix ]]; do
+    if [[ -f $conf_dir/${prefix}_$1 ]]; then
+      echo "$conf_dir/${prefix}_$1"
+      return
+    fi
+    [[ $prefix == *_* ]] && prefix=${prefix%_*} || prefix=
+  done
+  echo "$conf_dir/$1"
 }
 
 # read_opts ARRAY FILE: the options listed in FILE into ARRAY

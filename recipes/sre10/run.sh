@@ -59,7 +59,8 @@ usage="usage: $0 [--name value ...]
   --train-data \"DIR ...\"       Kaldi data dir(s) of the training speakers (stage 1)
   --vox-root DIR               also evaluate on VoxCeleb1-O (cross-corpus, out-of-domain)
   --conf PREFIX                configuration prefix: '' uses conf/baseline.yaml and conf/proposed.yaml,
-                               'debug' conf/debug_*.yaml (tiny models); score/eval options: conf/*.conf
+                               'debug' conf/debug_*.yaml (tiny models), 'ecapa' conf/ecapa_*.yaml
+                               (ECAPA-TDNN); score/eval options: conf/*.conf
   --data DIR / --exp DIR       prepared data dirs (default data) / models, embeddings, scores (default exp)
   --nj N                       parallel jobs (default 1)
   --device DEV                 cpu, cuda, cuda:1 ... for training and extraction

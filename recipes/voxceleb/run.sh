@@ -51,7 +51,8 @@ usage="usage: $0 [--name value ...]
   --stage N / --stop-stage M   run stages N..M (default 1..7)
   --root DIR                   VoxCeleb folder (stage 1; layout at the top of this script)
   --conf PREFIX                configuration prefix: '' uses conf/baseline.yaml and conf/proposed.yaml,
-                               'debug' conf/debug_*.yaml (tiny models); score/eval options: conf/*.conf
+                               'debug' conf/debug_*.yaml (tiny models), 'ecapa' conf/ecapa_*.yaml
+                               (ECAPA-TDNN); score/eval options: conf/*.conf
   --data DIR / --exp DIR       prepared data dirs (default data) / models, embeddings, scores (default exp)
   --nj N                       parallel jobs in stages 4-6 (default 1)
   --device DEV                 cpu, cuda, cuda:1 ... for training and extraction

@@ -244,16 +244,19 @@ class BayesianLayer(nn.Module):
             total = total + log_q - self.prior.log_prob(w)
         return total
 
-    def _copy_from(self, layer: nn.Module, init_sigma: float) -> "BayesianLayer":
-        """Set ``mu`` to ``layer``'s weights and ``sigma`` to ``init_sigma``; returns self."""
-        rho = float(inverse_softplus(_positive("init_sigma", init_sigma)))
+    @classmethod
+    def _converted(cls, layer: nn.Module, init_sigma: float, init_rho: float | None, **shape) -> "BayesianLayer":
+        """A new layer of ``shape`` (constructor arguments) with ``mu`` = ``layer``'s weights and ``sigma`` =
+        ``init_sigma`` (or ``softplus(init_rho)`` when given: ``init_rho`` may be -inf-like, sigma 0 in float).
+        The caller's random stream is left as it was (the means are copied, not drawn)."""
+        rho = float(inverse_softplus(_positive("init_sigma", init_sigma))) if init_rho is None else float(init_rho)
+        with torch.random.fork_rng(devices=[]):
+            new = cls(**shape, init_rho=rho)
         with torch.no_grad():
-            self.weight_mu.copy_(layer.weight)
-            self.weight_rho.fill_(rho)
+            new.weight_mu.copy_(layer.weight)
             if layer.bias is not None:
-                self.bias_mu.copy_(layer.bias)
-                self.bias_rho.fill_(rho)
-        return self.to(device=layer.weight.device, dtype=layer.weight.dtype)
+                new.bias_mu.copy_(layer.bias)
+        return new.to(device=layer.weight.device, dtype=layer.weight.dtype).train(layer.training)
 
     def extra_repr(self) -> str:
         return f"sampling={self.sampling!r}, prior={self.prior!r}, bias={self.bias_mu is not None}"
@@ -337,12 +340,14 @@ class BayesLinear(BayesianLayer):
 
     @classmethod
     def from_deterministic(cls, layer: nn.Linear, init_sigma: float = 1e-3, sampling: str = "bbb",
-                           prior=None) -> "BayesLinear":
-        """Posterior centred on a trained ``nn.Linear`` (``mu = weight``) with a small ``sigma``."""
+                           prior=None, init_rho: float | None = None) -> "BayesLinear":
+        """Posterior centred on a trained ``nn.Linear`` (``mu = weight``) with a small ``sigma`` (``init_sigma``,
+        or ``softplus(init_rho)`` when ``init_rho`` is given)."""
         if not isinstance(layer, nn.Linear):
             raise TypeError(f"BayesLinear.from_deterministic needs nn.Linear, got {type(layer).__name__}")
-        new = cls(layer.in_features, layer.out_features, layer.bias is not None, sampling, prior)
-        return new._copy_from(layer, init_sigma)
+        return cls._converted(layer, init_sigma, init_rho, in_features=layer.in_features,
+                              out_features=layer.out_features, bias=layer.bias is not None, sampling=sampling,
+                              prior=prior)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, " + super().extra_repr()
@@ -391,16 +396,20 @@ class BayesConv1d(BayesianLayer):
 
     @classmethod
     def from_deterministic(cls, layer: nn.Conv1d, init_sigma: float = 1e-3, sampling: str = "bbb",
-                           prior=None) -> "BayesConv1d":
-        """Posterior centred on a trained ``nn.Conv1d`` (``mu = weight``) with a small ``sigma``."""
+                           prior=None, init_rho: float | None = None) -> "BayesConv1d":
+        """Posterior centred on a trained ``nn.Conv1d`` (``mu = weight``) with a small ``sigma`` (``init_sigma``,
+        or ``softplus(init_rho)`` when ``init_rho`` is given)."""
         if not isinstance(layer, nn.Conv1d):
             raise TypeError(f"BayesConv1d.from_deterministic needs nn.Conv1d, got {type(layer).__name__}")
         if layer.stride != (1,) or layer.groups != 1 or not isinstance(layer.padding, tuple) \
                 or layer.padding_mode != "zeros":
-            raise ValueError("BayesConv1d.from_deterministic supports stride 1, groups 1 and integer zero padding")
-        new = cls(layer.in_channels, layer.out_channels, layer.kernel_size[0], layer.dilation[0],
-                  layer.bias is not None, sampling, prior, padding=layer.padding[0])
-        return new._copy_from(layer, init_sigma)
+            raise ValueError(f"BayesConv1d supports stride 1, groups 1 and integer zero padding; this Conv1d has "
+                             f"stride {layer.stride[0]}, groups {layer.groups}, padding {layer.padding!r} "
+                             f"({layer.padding_mode})")
+        return cls._converted(layer, init_sigma, init_rho, in_channels=layer.in_channels,
+                              out_channels=layer.out_channels, kernel_size=layer.kernel_size[0],
+                              dilation=layer.dilation[0], bias=layer.bias is not None, sampling=sampling, prior=prior,
+                              padding=layer.padding[0])
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

@@ -1,5 +1,7 @@
 """The x-vector network (Snyder et al. 2018, "X-vectors: robust DNN embeddings for speaker recognition")
-and its Bayesian variant (any subset of its affine layers replaced by Bayes-by-Backprop layers).
+and its Bayesian variant (any subset of its affine layers replaced by Bayes-by-Backprop layers through
+:func:`spkver.nn.bayesianize.bayesianize`, the one way any model of the registry becomes Bayesian), and the
+model registry :data:`MODELS` (with SpeechBrain's ECAPA-TDNN and x-vector from :mod:`spkver.nn.ecapa`).
 
 Layers (``channels=512``, ``stats_channels=1500``, ``embed_dim=512``)::
 
@@ -11,7 +13,7 @@ Layers (``channels=512``, ``stats_channels=1500``, ``embed_dim=512``)::
     statistics pooling         mean and std over valid frames -> 3000
     seg_1    Linear(3000, 512)   <- its affine output is the embedding;  ReLU, BatchNorm
     seg_2    Linear(512, 512)                                          ReLU, BatchNorm
-    classifier Linear(512, num_classes) -> logits
+    classifier Linear(512, num_classes) -> logits   (or cosines: spkver.nn.heads, for the AAM loss)
 
 The convolutions are unpadded, so ``frames`` shrink by :data:`CONTEXT` = 14; ``lengths`` (valid input
 frames per example) shrink accordingly and every example needs at least 15 frames. Padding never
@@ -30,10 +32,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from spkver.nn.bayes import (SAMPLING_MODES, BayesConv1d, BayesianLayer, BayesLinear, make_prior,
-                             sampling, total_kl)
+from spkver.nn.bayes import SAMPLING_MODES, BayesianLayer, make_prior, sampling
+from spkver.nn.bayesianize import bayesianize
+from spkver.nn.ecapa import ECAPA, BayesECAPA, BayesSBXVector, SBXVector
+from spkver.nn.heads import make_classifier
+from spkver.nn.model import SpeakerModel, check_mc_samples
 from spkver.nn.pooling import DEFAULT_VAR_FLOOR, stats_pool
-from spkver.nn.reparam import inverse_softplus
 
 __all__ = ["XVector", "BayesXVector", "FusedXVector", "MODELS", "build_model", "LAYER_NAMES",
            "FRAME_LAYERS", "CONTEXT", "prepare_input"]
@@ -94,7 +98,7 @@ def prepare_input(x: torch.Tensor, lengths, feat_dim: int) -> tuple:
     return x.transpose(1, 2), lengths
 
 
-class XVector(nn.Module):
+class XVector(SpeakerModel):
     """x-vector extractor and speaker classifier; Bayesian in the layers named by ``bayes_layers``.
 
     Args:
@@ -106,43 +110,43 @@ class XVector(nn.Module):
         prior: ``"gaussian"`` (``prior_sigma``) or ``"mixture"`` (``mixture_pi``, ``mixture_sigma1``,
             ``mixture_sigma2``).
         init_rho: initial ``rho`` of every Bayesian weight (``sigma = softplus(rho)``).
+        classifier: ``"linear"`` or ``"cosine"`` (:mod:`spkver.nn.heads`; set by the training loss). A cosine
+            classifier has no ``nn.Linear`` and stays deterministic (``"all"`` then means every other layer).
 
+    The Bayesian model is the deterministic one passed through :func:`~spkver.nn.bayesianize.bayesianize`
+    with ``include=bayes_layers``, so its state-dict keys are the baseline's with ``NAME.weight`` /
+    ``NAME.bias`` of each Bayesian layer ``NAME`` as ``NAME.weight_mu`` / ``_rho`` and ``NAME.bias_mu`` / ``_rho``.
     Input features are ``(batch, frames, feat_dim)`` with optional ``lengths (batch,)``.
     """
 
     def __init__(self, feat_dim: int, num_classes: int, channels: int = 512, stats_channels: int = 1500,
                  embed_dim: int = 512, bayes_layers=(), sampling: str = "bbb", prior: str = "gaussian",
                  prior_sigma: float = 1.0, mixture_pi: float = 0.5, mixture_sigma1: float = 1.0,
-                 mixture_sigma2: float = math.exp(-6.0), init_rho: float = -5.0):
+                 mixture_sigma2: float = math.exp(-6.0), init_rho: float = -5.0, classifier: str = "linear"):
         super().__init__()
         self.feat_dim = _positive_int("feat_dim", feat_dim)
         self.num_classes = _positive_int("num_classes", num_classes)
         self.embed_dim = _positive_int("embed_dim", embed_dim)
         channels = _positive_int("channels", channels)
         stats_channels = _positive_int("stats_channels", stats_channels)
-        self.bayes_layers = _parse_bayes_layers(bayes_layers)
+        every = bayes_layers == "all" or not isinstance(bayes_layers, str) and "all" in (bayes_layers or ())
+        bayes_layers = _parse_bayes_layers(bayes_layers)
         if sampling not in SAMPLING_MODES:
             raise ValueError(f"unknown sampling mode {sampling!r}; valid: {list(SAMPLING_MODES)}")
         prior_obj = make_prior(prior, sigma=prior_sigma, pi=mixture_pi, sigma1=mixture_sigma1,
                                sigma2=mixture_sigma2)
-
-        def affine(name, n_in, n_out, kernel=None, dilation=1):
-            if name in self.bayes_layers:
-                opts = dict(sampling=sampling, prior=prior_obj, init_rho=init_rho)
-                if kernel is None:
-                    return BayesLinear(n_in, n_out, **opts)
-                return BayesConv1d(n_in, n_out, kernel, dilation, **opts)
-            return nn.Linear(n_in, n_out) if kernel is None else nn.Conv1d(n_in, n_out, kernel, dilation=dilation)
-
         widths = [self.feat_dim] + [channels] * 4 + [stats_channels]
         for i, (name, (kernel, dilation)) in enumerate(zip(FRAME_LAYERS, _KERNELS)):
-            setattr(self, name, affine(name, widths[i], widths[i + 1], kernel, dilation))
+            setattr(self, name, nn.Conv1d(widths[i], widths[i + 1], kernel, dilation=dilation))
             setattr(self, f"{name}_norm", nn.BatchNorm1d(widths[i + 1]))
-        self.seg_1 = affine("seg_1", 2 * stats_channels, self.embed_dim)
+        self.seg_1 = nn.Linear(2 * stats_channels, self.embed_dim)
         self.seg_1_norm = nn.BatchNorm1d(self.embed_dim)
-        self.seg_2 = affine("seg_2", self.embed_dim, self.embed_dim)
+        self.seg_2 = nn.Linear(self.embed_dim, self.embed_dim)
         self.seg_2_norm = nn.BatchNorm1d(self.embed_dim)
-        self.classifier = affine("classifier", self.embed_dim, self.num_classes)
+        self.classifier = make_classifier(classifier, self.embed_dim, self.num_classes)
+        if bayes_layers:
+            bayesianize(self, None if every else list(bayes_layers), sampling, prior_obj, init_rho=init_rho)
+        self.bayes_layers = tuple(n for n in LAYER_NAMES if isinstance(getattr(self, n), BayesianLayer))
         self._inference_cache: dict = {}  # plain dict: not part of the state_dict
 
     def prepare(self, x: torch.Tensor, lengths=None) -> tuple:
@@ -171,14 +175,6 @@ class XVector(nn.Module):
         x, out_lengths = self.prepare(x, lengths)
         return self.seg_1(self.frame_stats(x, out_lengths))
 
-    @property
-    def is_bayesian(self) -> bool:
-        return bool(self.bayes_layers)
-
-    def kl(self) -> torch.Tensor:
-        """Summed ``KL(q || p)`` of all Bayesian layers (scalar); 0 for the baseline."""
-        return total_kl(self)
-
     # -- inference ----------------------------------------------------------------------------------
     def extract(self, x: torch.Tensor, lengths=None, mc_samples: int = 0) -> tuple:
         """Embeddings for inference, in eval mode and without autograd.
@@ -189,8 +185,7 @@ class XVector(nn.Module):
         None. Otherwise ``mean`` averages ``mc_samples`` sampled embeddings and ``spread`` is their
         per-dimension standard deviation (divided by ``mc_samples``).
         """
-        if isinstance(mc_samples, bool) or int(mc_samples) != mc_samples or mc_samples < 0:
-            raise ValueError(f"XVector.extract: mc_samples must be an integer >= 0, got {mc_samples!r}")
+        mc_samples = check_mc_samples(mc_samples)
         modes = [(m, m.training) for m in self.modules()]
         self.eval()
         try:
@@ -230,39 +225,6 @@ class XVector(nn.Module):
         :class:`FusedXVector`. Rebuild it after the weights change."""
         with torch.no_grad():
             return FusedXVector(self)
-
-    # -- Bayesian initialisation ---------------------------------------------------------------------
-    def init_from_baseline(self, state_dict: dict, init_sigma: float | None = None) -> "XVector":
-        """Load a baseline x-vector ``state_dict`` into this model: ``mu`` of each Bayesian layer takes
-        the baseline's weights; ``rho`` keeps its initial value, or is set so ``sigma == init_sigma``."""
-        own = self.state_dict()
-        mapped = {}
-        for key, value in state_dict.items():
-            layer, _, leaf = key.rpartition(".")
-            if layer in self.bayes_layers and leaf in ("weight", "bias"):
-                key = f"{layer}.{leaf}_mu"
-            if key not in own:
-                raise ValueError(f"init_from_baseline: unexpected key {key!r} in the baseline state_dict")
-            if own[key].shape != value.shape:
-                raise ValueError(f"init_from_baseline: {key!r} has shape {tuple(value.shape)}, "
-                                 f"this model needs {tuple(own[key].shape)}")
-            mapped[key] = value
-        missing = [k for k in own if k not in mapped and not k.endswith("_rho")]
-        if missing:
-            raise ValueError(f"init_from_baseline: baseline state_dict lacks {missing[:5]}")
-        for key in own:
-            if key.endswith("_rho"):
-                mapped[key] = own[key]
-        self.load_state_dict(mapped)
-        if init_sigma is not None:
-            rho = float(inverse_softplus(init_sigma))
-            with torch.no_grad():
-                for layer in self.modules():
-                    if isinstance(layer, BayesianLayer):
-                        layer.weight_rho.fill_(rho)
-                        if layer.bias_rho is not None:
-                            layer.bias_rho.fill_(rho)
-        return self
 
 
 class BayesXVector(XVector):
@@ -342,10 +304,11 @@ class FusedXVector(nn.Module):
             return self.embed_prepared(*prepare_input(x, lengths, self.feat_dim))
 
 
-MODELS = {"xvector": XVector, "bayes_xvector": BayesXVector}
+MODELS = {"xvector": XVector, "bayes_xvector": BayesXVector, "ecapa_tdnn": ECAPA, "bayes_ecapa_tdnn": BayesECAPA,
+          "sb_xvector": SBXVector, "bayes_sb_xvector": BayesSBXVector}
 
 
-def build_model(name: str, **kwargs) -> XVector:
+def build_model(name: str, **kwargs) -> SpeakerModel:
     """Model from the :data:`MODELS` registry, e.g. ``build_model("bayes_xvector", feat_dim=30,
     num_classes=1211, sampling="lrt")``."""
     if name not in MODELS:
