@@ -4,8 +4,8 @@
    subprocess (imports, system loading and checking, both files embedded, scoring), median of ``--cli-runs``
    runs after one untimed run; the same with ``--runtime onnx`` (its ONNX export is made beforehand, in the
    cache folder ``$SPKVER_CACHE`` of this run, so no run pays for the export). The runs get
-   ``OMP_NUM_THREADS=--threads`` (torch's threads); onnxruntime takes its default (all cores) in both the
-   command line and ``spkver.load(..., runtime="onnx")``, which set no thread count.
+   ``OMP_NUM_THREADS=--threads`` (torch's threads); the ONNX runtime of the command line and of
+   ``spkver.load(..., runtime="onnx")`` uses as many threads as torch.
 2. Python API, system loaded: ``Verifier.score(a, b)`` on the two files, median of ``--repeats`` calls. ``score``
    reads and embeds both files on every call (``Verifier`` keeps no per-file embeddings; only ``enroll``
    stores any), so each call does the full work. Reported as a real-time factor (seconds of audio in the trial
@@ -307,7 +307,7 @@ def main(argv=None) -> None:
         if onnx_ok:
             t_api_onnx = _median_time(lambda: sv_onnx.score(str(a), str(b)), repeats, warmup=1)
             print(f"  spkver score (onnx):  {1000 * t_api_onnx:.1f} ms, {audio_s / t_api_onnx:.0f}x real time "
-                  f"(LLR {sv_onnx.score(str(a), str(b)):.4f}; onnxruntime's default threads: all cores)")
+                  f"(LLR {sv_onnx.score(str(a), str(b)):.4f}; onnxruntime with torch's thread count)")
 
         # 3. the peer: SpeechBrain's SpeakerRecognition on a local model folder of the same size
         have_sb = not args.no_speechbrain
