@@ -139,3 +139,17 @@ def check_ids(ids, what: str) -> None:
     for value in ids:
         if not value or len(value.split()) != 1:
             raise ScoringInputError(f"{what}: id {value!r} is empty or contains whitespace")
+
+
+def read_npz(path, what: str) -> dict:
+    """Every array of the ``.npz`` at ``path`` as ``{name: array}``, read without pickles (a file holding
+    objects is refused); ``ScoringInputError`` naming the file and ``what`` it should hold when unreadable."""
+    import numpy as np
+
+    path = os.fspath(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except (OSError, ValueError) as err:
+        raise ScoringInputError(f"{path}: cannot read {what} ({err})") from None
+

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from scoring.io import ScoringInputError, as_matrix, atomic_write
+from scoring.io import ScoringInputError, as_matrix, atomic_write, read_npz
 
 _FORMAT = "spkver-cosine-v1"
 
@@ -101,11 +101,7 @@ class CosineScorer:
     def load(cls, path) -> "CosineScorer":
         """Read a scorer written by `save`; raises ScoringInputError naming the file when it is not one."""
         path = os.fspath(path)
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                content = {key: data[key] for key in data.files}
-        except (OSError, ValueError) as err:
-            raise ScoringInputError(f"{path}: cannot read a cosine scorer ({err})") from None
+        content = read_npz(path, "a cosine scorer")
         if str(content.get("format")) != _FORMAT or "subtract_mean" not in content or "mean" not in content:
             raise ScoringInputError(f"{path}: not a {_FORMAT} file")
         scorer = cls(subtract_mean=bool(content["subtract_mean"]))

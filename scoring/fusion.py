@@ -21,7 +21,7 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit, logit
 
-from scoring.io import ScoringInputError, atomic_write
+from scoring.io import ScoringInputError, atomic_write, read_npz
 
 _FORMAT = "spkver-linear-fusion-v1"
 
@@ -122,11 +122,7 @@ class LinearFusion:
     def load(cls, path):
         """Read parameters written by `save`; raises ScoringInputError naming the file when it is not one."""
         path = os.fspath(path)
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                content = {key: data[key] for key in data.files}
-        except (OSError, ValueError) as err:
-            raise ScoringInputError(f"{path}: cannot read a fusion model ({err})") from None
+        content = read_npz(path, "a fusion model")
         missing = [k for k in ("format", "p_target", "reg", "weights", "offset") if k not in content]
         if missing or str(content.get("format")) != _FORMAT:
             raise ScoringInputError(f"{path}: not a {_FORMAT} file (missing {missing or 'format tag'})")

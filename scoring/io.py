@@ -21,7 +21,7 @@ import os
 import numpy as np
 
 from scoring._base import (ScoringInputError, atomic_write, atomic_write_text, check_ids, read_fields,
-                           read_table, table_rows)
+                           read_npz, read_table, table_rows)
 from scoring.embio import Embeddings, read_embeddings, write_embeddings
 
 _VOX_LABELS = {"1": 1, "0": 0}
@@ -29,7 +29,7 @@ _KALDI_LABELS = {"target": 1, "nontarget": 0}
 _FORMATS = ("voxceleb", "kaldi", "unlabelled")
 
 __all__ = [
-    "ScoringInputError", "atomic_write", "atomic_write_text", "read_fields", "read_table", "table_rows",
+    "ScoringInputError", "atomic_write", "atomic_write_text", "read_fields", "read_npz", "read_table", "table_rows",
     "check_ids", "Trials", "check_labels", "read_trials", "write_trials", "read_scores", "write_scores",
     "align_scores", "read_utt2spk", "read_spk2utt", "read_utt2dur", "as_matrix", "Embeddings", "read_embeddings",
     "write_embeddings",

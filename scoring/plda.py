@@ -46,7 +46,7 @@ from typing import Sequence
 import numpy as np
 from scipy import linalg
 
-from scoring.io import ScoringInputError, as_matrix, atomic_write
+from scoring.io import ScoringInputError, as_matrix, atomic_write, read_npz
 from scoring.lda import COV_FLOOR, ClassStats, floor_covariance, lda_projection, length_normalize, whitening_projection
 from scoring.uncertainty import DURATION_SCALE, check_duration, check_variance, posterior, score_pairs
 
@@ -541,11 +541,7 @@ class PLDA:
     def load(cls, path) -> "PLDA":
         """Read a model written by `save`; raises ScoringInputError naming the file when it is not one."""
         path = os.fspath(path)
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                content = {key: data[key] for key in data.files}
-        except (OSError, ValueError) as err:
-            raise ScoringInputError(f"{path}: cannot read a PLDA model ({err})") from None
+        content = read_npz(path, "a PLDA model")
         missing = [key for key in ("format", "lda_dim", "n_iter", "length_norm", "whiten", *_ARRAYS)
                    if key not in content]
         if missing:

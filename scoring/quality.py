@@ -44,7 +44,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from scoring.fusion import LinearFusion
-from scoring.io import Embeddings, ScoringInputError, Trials, atomic_write
+from scoring.io import Embeddings, ScoringInputError, Trials, atomic_write, read_npz
 
 _FORMAT = "spkver-quality-calibration-v1"
 
@@ -182,11 +182,7 @@ class QualityCalibration:
         """Read a model written by :meth:`save`; raises ScoringInputError naming the file when it is not one or
         its feature names are not the ones this code computes for its measures."""
         path = os.fspath(path)
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                content = {key: data[key] for key in data.files}
-        except (OSError, ValueError) as err:
-            raise ScoringInputError(f"{path}: cannot read a quality calibration ({err})") from None
+        content = read_npz(path, "a quality calibration")
         keys = ("format", "quality", "feature_names", "n_systems", "p_target", "reg", "weights", "offset")
         missing = [k for k in keys if k not in content]
         if missing or str(content.get("format")) != _FORMAT:
