@@ -113,8 +113,8 @@ def check_files(data: DataDir, utts: list[str]) -> None:
         reco = data.recording(utt)[0]
         entry = data.resolve(reco)
         if not is_pipe(entry) and not Path(entry).is_file():
-            raise AudioError("no such audio file (skip_bad=True, --skip-bad on the command line, leaves such "
-                             "files out)", utt, entry)
+            raise AudioError("no such audio file (--skip-bad leaves such files out; in Python: "
+                             "skip_bad=True)", utt, entry)
 
 
 def durations(data: DataDir, utts: list[str]) -> dict[str, float | None]:
@@ -279,8 +279,8 @@ def iterate(data: DataDir, batches: list[list[str]], feature_cfg, embedder: Embe
         for items in loader:
             bad = {u: err for u, f, err, _ in items if err is not None}
             if bad and not skip_bad:
-                raise AudioError(next(iter(bad.values())) + " (skip_bad=True, --skip-bad on the command line, "
-                                                            "leaves such files out)")
+                raise AudioError(next(iter(bad.values())) + " (--skip-bad leaves such files out; in Python: "
+                                                            "skip_bad=True)")
             good = [(u, f, s) for u, f, err, s in items if err is None]
             if not good:
                 bar.update(len(items))

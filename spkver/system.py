@@ -308,8 +308,8 @@ def extract_cached(model_path, out, data, skip_bad: bool = False, device="cpu", 
         if stored.get("signature") == signature:
             bad = dict(stored.get("bad", {}))
             if bad and not skip_bad:
-                raise AudioError(next(iter(bad.values())) + " (skip_bad=True, --skip-bad on the command line, "
-                                                             "leaves such files out)")
+                raise AudioError(next(iter(bad.values())) + " (--skip-bad leaves such files out; in Python: "
+                                                             "skip_bad=True)")
             log.info("reusing the embeddings in %s", out)
             return read_embeddings(out), bad
     summary = extract(model_path, out, data_dir=data, skip_bad=skip_bad, device=device, num_workers=num_workers,

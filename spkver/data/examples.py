@@ -399,8 +399,8 @@ def training_set(data, features: FeatureConfig, data_cfg, cache_dir: str | os.Pa
         lengths = cache.lengths if not on_the_fly else [frame_count(int(n), features) for n in cache.lengths]
     if bad and not skip_bad:
         first = next(iter(bad))
-        raise AudioError(f"{bad[first]} ({len(bad)} unusable utterance(s); skip_bad=True, --skip-bad on the "
-                         "command line, leaves them out)")
+        raise AudioError(f"{bad[first]} ({len(bad)} unusable utterance(s); --skip-bad leaves them out; in "
+                         "Python: skip_bad=True)")
     if bad:
         log.warning("left out %d unusable utterance(s): %s", len(bad), ", ".join(sorted(bad)))
     if not utts:
