@@ -13,28 +13,16 @@ from spkver.nn.bayes import SAMPLING_MODES, BayesConv1d, BayesianLayer, BayesLin
 from spkver.nn.bayesianize import (bayesian_layer_names, bayesianize, init_from_deterministic, replaceable_layers,
                                    select_layers)
 from spkver.nn.tdnn import LAYER_NAMES, build_model
+from model_fixtures import randomize_batchnorm
 
 ECAPA = dict(feat_dim=12, num_classes=5, channels=16, attention_channels=8, embed_dim=10, res2net_scale=4,
              se_channels=8)
 
 
-def _randomize_batchnorm(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm1d):
-                c = module.num_features
-                module.running_mean.copy_(torch.randn(c, generator=g) * 0.3)
-                module.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-                module.weight.copy_(torch.randn(c, generator=g))
-                module.bias.copy_(torch.randn(c, generator=g) * 0.2)
-    return model
-
-
 @pytest.mark.parametrize("mode", SAMPLING_MODES)
 def test_bayesianized_ecapa_with_zero_sigma_equals_the_deterministic_one(mode):
     torch.manual_seed(0)
-    det = _randomize_batchnorm(build_model("ecapa_tdnn", **ECAPA))
+    det = randomize_batchnorm(build_model("ecapa_tdnn", **ECAPA))
     bayes = bayesianize(copy.deepcopy(det), sampling=mode, init_rho=-1e4)  # sigma = softplus(-1e4) = 0
     assert len(bayesian_layer_names(bayes)) == len(replaceable_layers(det)) > 20
     x = torch.randn(3, 30, 12)

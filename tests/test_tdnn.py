@@ -8,23 +8,9 @@ import torch
 
 from spkver.nn.pooling import StatsPooling, stats_pool
 from spkver.nn.tdnn import CONTEXT, LAYER_NAMES, MODELS, XVector, build_model
+from model_fixtures import randomize_batchnorm
 
 SMALL = dict(feat_dim=6, num_classes=5, channels=16, stats_channels=24, embed_dim=8)
-
-
-
-def _randomize_batchnorm(model, seed=0):
-    """Non-trivial BatchNorm statistics and affine parameters, as after training."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, module in model.named_modules():
-            if isinstance(module, torch.nn.BatchNorm1d):
-                c = module.num_features
-                module.running_mean.copy_(torch.randn(c, generator=g) * 0.3)
-                module.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-                module.weight.copy_(torch.randn(c, generator=g))
-                module.bias.copy_(torch.randn(c, generator=g) * 0.2)
-    return model
 
 
 def test_parameter_count_matches_speechbrain():
@@ -76,7 +62,7 @@ def test_stats_pooling_gradient_matches_autograd_reference():
 
 
 def test_outputs_and_kl():
-    model = _randomize_batchnorm(build_model("xvector", **SMALL))
+    model = randomize_batchnorm(build_model("xvector", **SMALL))
     x = torch.randn(3, 40, 6)
     emb = model.embed(x)
     assert emb.shape == (3, 8)
@@ -98,7 +84,7 @@ def test_outputs_and_kl():
 
 
 def test_padding_does_not_change_embedding():
-    model = _randomize_batchnorm(build_model("bayes_xvector", bayes_layers=["frame_2", "seg_1"], **SMALL)).eval()
+    model = randomize_batchnorm(build_model("bayes_xvector", bayes_layers=["frame_2", "seg_1"], **SMALL)).eval()
     g = torch.Generator().manual_seed(1)
     short, long = torch.randn(1, 20, 6, generator=g), torch.randn(1, 33, 6, generator=g)
     padded = torch.cat([short, 100 * torch.randn(1, 13, 6, generator=g)], dim=1)
@@ -131,7 +117,7 @@ def test_lengths_are_validated():
 @pytest.mark.parametrize("mode", ["bbb", "lrt", "flipout"])
 def test_bayesian_with_zero_sigma_equals_baseline(mode):
     torch.manual_seed(2)
-    base = _randomize_batchnorm(build_model("xvector", **SMALL))
+    base = randomize_batchnorm(build_model("xvector", **SMALL))
     bayes = build_model("bayes_xvector", bayes_layers="all", sampling=mode, init_rho=-1e4, **SMALL)
     bayes.init_from_baseline(base.state_dict())
     x = torch.randn(4, 30, 6)
@@ -155,7 +141,7 @@ def test_init_from_baseline_sets_mu_and_sigma():
 
 
 def test_fused_inference_equals_eval_forward():
-    model = _randomize_batchnorm(build_model("bayes_xvector", bayes_layers=["frame_3", "seg_1"], **SMALL))
+    model = randomize_batchnorm(build_model("bayes_xvector", bayes_layers=["frame_3", "seg_1"], **SMALL))
     model.eval()
     x = torch.randn(3, 50, 6)
     fused = model.fuse_for_inference()
