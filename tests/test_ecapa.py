@@ -19,6 +19,7 @@ from spkver.nn.heads import CosineClassifier
 from spkver.nn.objective import XVectorObjective
 from spkver.nn.tdnn import build_model
 from spkver.train import train
+from model_fixtures import randomize_batchnorm
 
 SMALL = dict(channels=16, attention_channels=8, embed_dim=10, res2net_scale=4, se_channels=8)
 FEATS = FeatureConfig(kind="fbank", num_mel_bins=24, use_energy=False)
@@ -31,20 +32,9 @@ def _speechbrain_ecapa(input_size: int):
                       res2net_scale=4, se_channels=8)
 
 
-def _randomize_batchnorm(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm1d):
-                c = module.num_features
-                module.running_mean.copy_(torch.randn(c, generator=g) * 0.3)
-                module.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-    return model
-
-
 def test_parameters_and_embeddings_equal_speechbrains_ecapa():
     torch.manual_seed(0)
-    ours = _randomize_batchnorm(build_model("ecapa_tdnn", feat_dim=20, num_classes=7, **SMALL)).eval()
+    ours = randomize_batchnorm(build_model("ecapa_tdnn", feat_dim=20, num_classes=7, **SMALL)).eval()
     peer = _speechbrain_ecapa(20).eval()
     peer.load_state_dict(ours.embedding_model.state_dict(), strict=True)  # the same state dict fits
     n_peer = sum(p.numel() for p in peer.parameters())
@@ -65,7 +55,7 @@ def test_parameters_and_embeddings_equal_speechbrains_ecapa():
 
 def test_inference_embeddings_do_not_depend_on_the_batch():
     torch.manual_seed(1)
-    model = _randomize_batchnorm(build_model("ecapa_tdnn", feat_dim=12, num_classes=3, **SMALL))
+    model = randomize_batchnorm(build_model("ecapa_tdnn", feat_dim=12, num_classes=3, **SMALL))
     x = torch.randn(3, 50, 12)
     batch, _ = model.extract(x, lengths=[50, 31, 16])
     for i, n in enumerate((50, 31, 16)):
