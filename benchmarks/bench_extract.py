@@ -1,4 +1,5 @@
-"""Embedding extraction speed of the default x-vector (random weights; speed does not depend on them).
+"""Embedding extraction speed of the default x-vector or of ECAPA-TDNN (random weights; speed does not depend
+on them).
 
 1. End to end: ``spkver.extract.extract`` on generated speech (audio decoding, features, network, output),
    reported as a real-time factor (seconds of audio per second of wall time; target >= 150x on 2 CPU cores).
@@ -7,7 +8,11 @@
    sizes: 512-512-512-512-1500 TDNN, statistics pooling, 512-dim embedding), both in eval mode under
    ``torch.inference_mode``; best of ``--repeats`` passes; target ratio ours / theirs >= 1.5.
 
-Run: ``python benchmarks/bench_extract.py [--device cuda] [--speakers 10] [--amp bf16]``. ``--device cuda``
+``--model ecapa``: the same two measurements for ``ecapa_tdnn`` (80 log mel filterbanks, ``--ecapa-channels``
+channels, default 512, attention C / 4, 192-dim embeddings) against SpeechBrain's ``ECAPA_TDNN`` of the same
+configuration (ours runs that network, so the network-only ratio shows our batching and padding overhead).
+
+Run: ``python benchmarks/bench_extract.py [--model ecapa] [--device cuda] [--speakers 10] [--amp bf16]``. ``--device cuda``
 runs both networks under bfloat16 autocast; ``--amp bf16`` does so on CPU too (CPUs with AVX512-BF16/AMX).
 ``--quick``: 2 speakers with utterances of 1-2 s, features in the main process, one torch thread, one timed pass
 (a smoke run).
@@ -43,6 +48,8 @@ def _time_batches(fn, batches, device, repeats: int) -> float:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=("xvector", "ecapa"), default="xvector")
+    parser.add_argument("--ecapa-channels", type=int, default=512, help="ECAPA width C (default 512)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--speakers", type=int, default=None,
                         help="generated speakers (6 utterances of 3-8 s each; default 10, 2 with --quick)")
@@ -54,6 +61,8 @@ def main(argv=None) -> None:
                         help="autocast both networks (default: bf16 on CUDA, none on CPU)")
     parser.add_argument("--quick", action="store_true", help="a tiny corpus of short utterances (a smoke run)")
     args = parser.parse_args(argv)
+    if args.ecapa_channels < 8 or args.ecapa_channels % 8:
+        parser.error("--ecapa-channels must be a positive multiple of 8")
     if args.speakers is None:
         args.speakers = 2 if args.quick else 10
     if args.repeats is None:
@@ -63,8 +72,6 @@ def main(argv=None) -> None:
     min_seconds, max_seconds = (1.0, 2.0) if args.quick else (3.0, 8.0)
     if args.quick:
         torch.set_num_threads(1)
-
-    from speechbrain.lobes.models.Xvector import Xvector
 
     from spkver.checkpoint import save_checkpoint
     from spkver.data.examples import utterance_features
@@ -76,18 +83,35 @@ def main(argv=None) -> None:
     device = torch.device(args.device)
     amp = ("bf16" if device.type == "cuda" else None) if args.amp is None else (None if args.amp == "none"
                                                                                 else args.amp)
-    feats_cfg = FeatureConfig()
+    if args.model == "ecapa":
+        from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
+
+        c = args.ecapa_channels
+        feats_cfg = FeatureConfig(kind="fbank", num_mel_bins=80, use_energy=False)
+        name, arch = "ecapa_tdnn", dict(channels=c, attention_channels=c // 4, embed_dim=192)
+        peer_net = ECAPA_TDNN(feats_cfg.dim, lin_neurons=192, channels=[c] * 4 + [3 * c], attention_channels=c // 4)
+        peer_name, skip = f"SpeechBrain ECAPA_TDNN (C={c})", ("classifier",)
+        target_rtf, target_ratio = "", " (the same network: about 1x)"
+    else:
+        from speechbrain.lobes.models.Xvector import Xvector
+
+        feats_cfg = FeatureConfig()
+        name, arch = "xvector", {}
+        peer_net = Xvector(in_channels=feats_cfg.dim)
+        peer_name, skip = "SpeechBrain Xvector", ("seg_2", "classifier")
+        target_rtf, target_ratio = " (target >= 150x)", " (target >= 1.5x)"
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data = make_corpus(tmp / "data", n_speakers=args.speakers, sessions_per_speaker=2, utts_per_session=3,
                            min_seconds=min_seconds, max_seconds=max_seconds, seed=0)
         torch.manual_seed(0)
-        kwargs = {"feat_dim": feats_cfg.dim, "num_classes": 1000}
-        model = build_model("xvector", **kwargs)
-        ckpt = save_checkpoint(tmp / "xvector.pt", model=model, model_name="xvector", model_kwargs=kwargs,
+        kwargs = {"feat_dim": feats_cfg.dim, "num_classes": 1000, **arch}
+        model = build_model(name, **kwargs)
+        ckpt = save_checkpoint(tmp / f"{name}.pt", model=model, model_name=name, model_kwargs=kwargs,
                                features=feats_cfg.to_dict(), speakers=[str(i) for i in range(1000)])
         audio_s = sum(data.utt2dur.values())
-        print(f"corpus: {len(data)} utterances, {audio_s:.1f} s of audio; device {device}; "
+        print(f"model {name}{' ' + str(arch) if arch else ''}; corpus: {len(data)} utterances, "
+              f"{audio_s:.1f} s of audio; device {device}; "
               f"torch threads {torch.get_num_threads()}; autocast {amp or 'off (float32)'}")
 
         # 1. end to end (the first run warms the page cache and the imports)
@@ -98,7 +122,7 @@ def main(argv=None) -> None:
             runs.append(summary.wall_seconds)
         wall = min(runs)
         print(f"end to end (audio -> features -> embeddings -> .npz): {wall:.2f} s, "
-              f"{audio_s / wall:.0f}x real time (target >= 150x)")
+              f"{audio_s / wall:.0f}x real time{target_rtf}")
 
         # 2. network only, same features and batches for both
         feats = {u: utterance_features(data, u, feats_cfg)[0] for u in data.utts}
@@ -107,7 +131,7 @@ def main(argv=None) -> None:
                             int(60 * fps))
         batches = [[feats[u] for u in batch] for batch in plan]
         ours = Embedder(model, device, amp=amp)
-        theirs = Xvector(in_channels=feats_cfg.dim).to(device).eval()
+        theirs = peer_net.to(device).eval()
 
         def run_theirs(batch):
             longest = max(len(f) for f in batch)
@@ -121,13 +145,14 @@ def main(argv=None) -> None:
         t_ours = _time_batches(ours, batches, device, args.repeats)
         t_theirs = _time_batches(run_theirs, batches, device, args.repeats)
         n_params_theirs = sum(p.numel() for p in theirs.parameters())
-        n_params_ours = sum(p.numel() for n, p in model.named_parameters() if not n.startswith(("seg_2", "classifier")))
-        print(f"network only ({len(batches)} batches, {sum(len(f) for f in feats.values())} frames after VAD):")
-        print(f"  spkver XVector (embedding path, {n_params_ours / 1e6:.2f} M params): {t_ours:.3f} s, "
-              f"{audio_s / t_ours:.0f}x real time")
-        print(f"  SpeechBrain Xvector ({n_params_theirs / 1e6:.2f} M params): {t_theirs:.3f} s, "
-              f"{audio_s / t_theirs:.0f}x real time")
-        print(f"  ratio spkver / SpeechBrain speed: {t_theirs / t_ours:.2f}x (target >= 1.5x)")
+        n_params_ours = sum(p.numel() for n, p in model.named_parameters() if not n.startswith(skip))
+        frames = sum(len(f) for f in feats.values())
+        print(f"network only ({len(batches)} batches, {frames} frames after VAD):")
+        print(f"  spkver {name} (embedding path, {n_params_ours / 1e6:.2f} M params): {t_ours:.3f} s, "
+              f"{audio_s / t_ours:.0f}x real time, {frames / t_ours:.0f} frames/s")
+        print(f"  {peer_name} ({n_params_theirs / 1e6:.2f} M params): {t_theirs:.3f} s, "
+              f"{audio_s / t_theirs:.0f}x real time, {frames / t_theirs:.0f} frames/s")
+        print(f"  ratio spkver / SpeechBrain speed: {t_theirs / t_ours:.2f}x{target_ratio}")
 
 
 if __name__ == "__main__":

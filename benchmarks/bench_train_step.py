@@ -212,23 +212,24 @@ def main(argv=None) -> None:
     print(f"\ntrain step, batch {args.batch} x {args.frames} frames x {args.feat_dim}, {args.classes} speakers "
           f"({args.repeats} runs each; ratios of the fastest run, the least disturbed by other load)")
     print(f"(ECAPA-TDNN rows: {args.ecapa_channels} channels, {ECAPA_FEATS} features, AAM loss)")
-    print(f"{'system':<17} {'min ms':>9} {'median ms':>10}  ratio")
+    print(f"{'system':<17} {'min ms':>9} {'median ms':>10} {'frames/s':>10}  ratio")
     targets = {"baseline": ("speechbrain", 1.05), "bbb": ("baseline", 1.5), "lrt": ("baseline", 2.5),
                "flipout": ("baseline", 2.5), "ecapa": ("speechbrain_ecapa", 1.05), "ecapa_bbb": ("ecapa", 1.5)}
     for label, value in best.items():
         ref = targets.get(label)
         ratio = "" if ref is None else f"{value / best[ref[0]]:.2f} vs {ref[0]} (target <= {ref[1]})"
-        print(f"{label:<17} {value * 1e3:9.1f} {statistics.median(times[label]) * 1e3:10.1f}  {ratio}")
+        print(f"{label:<17} {value * 1e3:9.1f} {statistics.median(times[label]) * 1e3:10.1f} "
+              f"{args.batch * args.frames / value:10.0f}  {ratio}")
 
     print(f"\nextraction, {args.extract_frames} frames, eval mode ({args.repeats} runs each, fastest)")
-    print(f"{'batch':<6} {'speechbrain ms':>15} {'ours ms':>9}  speed-up (target >= 1.5)")
+    print(f"{'batch':<6} {'speechbrain ms':>15} {'ours ms':>9}  speed-up (target >= 1.5)  ours frames/s")
     for batch, (peer, ours) in _extract_calls(args, device).items():
         t_peer, t_ours = [], []
         for _ in range(args.repeats):
             t_peer += _timed(peer, device, 1, 0 if t_peer else args.warmup)
             t_ours += _timed(ours, device, 1, 0 if t_ours else args.warmup)
         p, o = min(t_peer), min(t_ours)
-        print(f"{batch:<6} {p * 1e3:15.1f} {o * 1e3:9.1f}  {p / o:.2f}")
+        print(f"{batch:<6} {p * 1e3:15.1f} {o * 1e3:9.1f}  {p / o:8.2f}  {batch * args.extract_frames / o:18.0f}")
 
 
 if __name__ == "__main__":

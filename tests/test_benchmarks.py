@@ -137,10 +137,13 @@ def test_bench_train_step(capsys):
     rows = dict(re.findall(rf"^({'|'.join(systems)}) +({NUM}) +{NUM}", out, re.M))
     assert sorted(rows) == sorted(systems)
     assert all(_number(ms) > 0 for ms in rows.values())
-    ratio = find(rf"^ecapa +{NUM} +{NUM} +({NUM}) vs speechbrain_ecapa", out)[0]
+    ratio = find(rf"^ecapa +{NUM} +{NUM} +{NUM} +({NUM}) vs speechbrain_ecapa", out)[0]
     assert ratio == pytest.approx(_number(rows["ecapa"]) / _number(rows["speechbrain_ecapa"]), rel=0.05, abs=0.01)
-    peer_ms, ours_ms, speedup = find(rf"^1 +({NUM}) +({NUM}) +({NUM})$", out)
+    ecapa_ms, frames_per_s = find(rf"^ecapa +({NUM}) +{NUM} +({NUM}) ", out)
+    assert frames_per_s == pytest.approx(4 * 50 / (ecapa_ms / 1e3), rel=0.05)  # --quick: batch 4 x 50 frames
+    peer_ms, ours_ms, speedup, frames_per_s = find(rf"^1 +({NUM}) +({NUM}) +({NUM}) +({NUM})$", out)
     assert speedup == pytest.approx(peer_ms / ours_ms, rel=0.1)
+    assert frames_per_s == pytest.approx(50 / (ours_ms / 1e3), rel=0.1)
 
 
 def test_bench_features(capsys):
@@ -153,14 +156,17 @@ def test_bench_features(capsys):
     assert find(rf"per 10 s utterance .*: ({NUM}) ms", out)[0] > 0
 
 
-@pytest.mark.skipif(not has_speechbrain(), reason="the peer is SpeechBrain's Xvector")
-def test_bench_extract(capsys):
-    out = run_quick("bench_extract", capsys)
+@pytest.mark.skipif(not has_speechbrain(), reason="the peers are SpeechBrain's Xvector and ECAPA_TDNN")
+@pytest.mark.parametrize("model, ours_name, peer_name", [("xvector", "xvector", "Xvector"),
+                                                         ("ecapa", "ecapa_tdnn", r"ECAPA_TDNN \(C=32\)")])
+def test_bench_extract(capsys, model, ours_name, peer_name):
+    out = run_quick("bench_extract", capsys, "--model", model, "--ecapa-channels", "32")
+    assert re.match(rf"model {ours_name}[ ;]", out)
     audio_s = find(rf"corpus: \d+ utterances, ({NUM}) s of audio", out)[0]
     secs, rtf = find(rf"end to end .*: ({NUM}) s, ({NUM})x real time", out)
     assert rtf == pytest.approx(audio_s / secs, rel=0.05, abs=1)
-    ours = find(rf"spkver XVector .*: ({NUM}) s, ({NUM})x real time", out)
-    theirs = find(rf"SpeechBrain Xvector .*: ({NUM}) s, ({NUM})x real time", out)
+    ours = find(rf"spkver {ours_name} .*: ({NUM}) s, ({NUM})x real time", out)
+    theirs = find(rf"SpeechBrain {peer_name} .*: ({NUM}) s, ({NUM})x real time", out)
     assert ours[0] > 0 and theirs[0] > 0
     assert find(rf"ratio spkver / SpeechBrain speed: ({NUM})x", out)[0] == pytest.approx(theirs[0] / ours[0],
                                                                                            rel=0.05, abs=0.01)
@@ -220,3 +226,23 @@ def test_bench_verify(capsys):
                                        rf"\(torch\) ({NUM}) ms: ratio SpeechBrain / spkver time ({NUM})x", out)
         assert sb_ms > 0 and sb_rtf > 0
         assert ratio == pytest.approx(sb_ms / api_ms, rel=0.05, abs=0.01)
+
+
+def test_gpu_script_runs_every_measurement_on_cpu():
+    """benchmarks/gpu.sh (the one script of GPU figures) runs end to end with DEVICE=cpu --quick."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, DEVICE="cpu", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    done = subprocess.run(["bash", str(BENCHMARKS / "gpu.sh"), "--quick"], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert "device cpu" in out and "autocast bf16" in out
+    assert find(rf"^ecapa_bbb +{NUM} +{NUM} +({NUM}) ", out)[0] > 0
+    for name in ("xvector", "ecapa_tdnn"):
+        assert find(rf"spkver {name} \(embedding path.*, ({NUM}) frames/s", out)[0] > 0
+    bad = subprocess.run(["bash", str(BENCHMARKS / "gpu.sh"), "--fast"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "unknown option --fast" in bad.stderr
+

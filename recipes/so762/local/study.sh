@@ -49,7 +49,7 @@ seed_markers() {  # seed_markers EXP SEED SYSTEM STAGE...: the main run's marker
 for variant in $variants; do
   out=$study/$variant
   mkdir -p "$out/.done"
-  cp -n "$exp"/.done/prepare_* "$out/.done/"
+  for marker in "$exp"/.done/prepare_*; do [[ -e $marker ]] && cp -n "$marker" "$out/.done/"; done
   [[ -e $out/feats ]] || ln -s "$(realpath "$exp/feats")" "$out/feats"
   args=(--exp "$out" --stage 3)
   reuse=(baseline)
