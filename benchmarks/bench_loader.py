@@ -6,10 +6,15 @@ On a generated corpus, with the default data settings (2-4 s chunks, batches of 
   one-off cost of building the cache;
 - loaded, on-the-fly path: audio read, augmented (generated noise and room impulse responses standing in for
   MUSAN / RIRS) and featurised in ``--num-workers`` DataLoader workers;
+- loaded, augmentation without downloads: the data settings of ``recipes/so762/conf/augment_baseline.yaml``
+  (speed perturbation 0.9 / 1.1 as new speakers, babble of other training speakers, coloured noise, simulated
+  rooms, SpecAugment; its ``augment_prob``) on the fly, with fewer simulated rooms (their one-off simulation is
+  timed on its own);
 - consumed: one optimisation step (forward, backward, Adam) of the default x-vector on ``--device``
-  (bfloat16 autocast on CUDA).
+  (bfloat16 autocast on CUDA), and of the so762 baseline x-vector (``recipes/so762/conf/baseline.yaml``) with
+  the augmented set's speaker count (three times the corpus's).
 
-A loader/consumer ratio above 1 means the loader does not starve training. ``--quick``: 4 speakers, 2 batches
+A loader/consumer ratio above 1 means the loader does not starve training. ``--quick``: 6 speakers, 2 batches
 of 4 chunks of 1-2 s, loading in the main process, one torch thread (a smoke run). Run:
 ``python benchmarks/bench_loader.py [--device cuda] [--batches 10] [--quick]``.
 """
@@ -26,6 +31,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
+RECIPE_CONF = Path(__file__).resolve().parents[1] / "recipes" / "so762" / "conf"
+
 
 def _loader_rate(examples, n_batches: int) -> float:
     """Examples per second delivered by the loader of epoch 0 (worker start-up included)."""
@@ -36,6 +43,28 @@ def _loader_rate(examples, n_batches: int) -> float:
         if k + 1 == n_batches:
             break
     return n / (time.perf_counter() - tic)
+
+
+def _consumed_rate(model, batches, device) -> float:
+    """Examples per second of optimisation steps (forward, backward, Adam) of ``model`` on ``batches``."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step(feats, labels):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = torch.nn.functional.cross_entropy(model(feats).float(), labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step(*batches[0])  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    tic = time.perf_counter()
+    for feats, labels in batches:
+        step(feats, labels)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return sum(len(y) for _, y in batches) / (time.perf_counter() - tic)
 
 
 def _fake_musan_and_rir(root: Path, sr: int = 16000) -> tuple[Path, Path]:
@@ -53,19 +82,19 @@ def _fake_musan_and_rir(root: Path, sr: int = 16000) -> tuple[Path, Path]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--speakers", type=int, default=None, help="default 20 (4 with --quick)")
+    parser.add_argument("--speakers", type=int, default=None, help="default 20 (6 with --quick; at least 6)")
     parser.add_argument("--batches", type=int, default=None,
                         help="batches timed per measurement (default 8, 2 with --quick)")
     parser.add_argument("--num-workers", type=int, default=None, help="default 2 (0 with --quick)")
     parser.add_argument("--quick", action="store_true", help="a tiny corpus and small batches (a smoke run)")
     args = parser.parse_args(argv)
-    for name, full, quick in (("speakers", 20, 4), ("batches", 8, 2), ("num_workers", 2, 0)):
+    for name, full, quick in (("speakers", 20, 6), ("batches", 8, 2), ("num_workers", 2, 0)):
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
     if args.quick:
         torch.set_num_threads(1)
 
-    from spkver.config import DataConfig
+    from spkver.config import DataConfig, load_config
     from spkver.data.examples import training_set
     from spkver.data.synthetic.corpus import make_corpus
     from spkver.features import FeatureConfig
@@ -94,32 +123,31 @@ def main(argv=None) -> None:
         aug_cfg = dataclasses.replace(cfg, augment={"musan": str(musan), "rir": str(rir)})
         rate_fly = _loader_rate(training_set(data, feats_cfg, aug_cfg, tmp / "cache"), args.batches)
 
-        torch.manual_seed(0)
-        model = build_model("xvector", feat_dim=feats_cfg.dim, num_classes=len(cached.speakers)).to(device)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        batches = [(f.to(device), y.to(device)) for f, y in cached.loader(0)]
-        dtype = torch.bfloat16
-
-        def step(feats, labels):
-            with torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
-                loss = torch.nn.functional.cross_entropy(model(feats).float(), labels)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        step(*batches[0])  # warm-up
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        recipe = load_config(RECIPE_CONF / "augment_baseline.yaml").data
+        augment = {**recipe.augment, "simulate_rir": {**recipe.augment["simulate_rir"], "count": 20}}
+        chain_cfg = dataclasses.replace(cfg, augment=augment, augment_prob=recipe.augment_prob,
+                                        speed_perturb=recipe.speed_perturb, spec_augment=recipe.spec_augment)
         tic = time.perf_counter()
-        for feats, labels in batches:
-            step(feats, labels)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        consumed = sum(len(y) for _, y in batches) / (time.perf_counter() - tic)
+        chain = training_set(data, feats_cfg, chain_cfg, tmp / "cache", seed=0)
+        setup = time.perf_counter() - tic
+        rate_chain = _loader_rate(chain, args.batches)
 
-        print(f"consumed by training steps: {consumed:.0f} examples/s")
+        torch.manual_seed(0)
+        batches = [(f.to(device), y.to(device)) for f, y in cached.loader(0)]
+        model = build_model("xvector", feat_dim=feats_cfg.dim, num_classes=len(cached.speakers)).to(device)
+        consumed = _consumed_rate(model, batches, device)
+        so762 = load_config(RECIPE_CONF / "baseline.yaml").model.kwargs
+        model = build_model("xvector", feat_dim=feats_cfg.dim, num_classes=len(chain.speakers), **so762).to(device)
+        batches = [(f.to(device), y.to(device)) for f, y in chain.loader(0)]
+        consumed_so762 = _consumed_rate(model, batches, device)
+
+        print(f"no-download chain set-up: {setup:.2f} s (20 simulated rooms, babble pool; once per cache dir)")
+        print(f"consumed by training steps: {consumed:.0f} examples/s (default x-vector), "
+              f"{consumed_so762:.0f} examples/s (so762 baseline x-vector, {len(chain.speakers)} classes)")
         print(f"loaded, cached features:    {rate_cached:.0f} examples/s  (ratio {rate_cached / consumed:.1f}x)")
         print(f"loaded, on the fly + augm.: {rate_fly:.0f} examples/s  (ratio {rate_fly / consumed:.1f}x)")
+        print(f"loaded, no-download chain:  {rate_chain:.0f} examples/s  (ratio {rate_chain / consumed_so762:.1f}x "
+              f"the so762 baseline's steps)")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@ the same way:
 - ``normalise_scores``: S-norm / adaptive S-norm with cohort scores from the same scorer.
 - ``cross_validated_fusion``: logistic-regression fusion trained on folds of *enrollment speakers* and applied
   to the held-out fold, so no fused score comes from a fusion that saw its trial.
+- ``train_calibration`` / ``apply_calibration`` (from ``scoring.quality``): a calibration (one system), fusion
+  (several) or quality-measure calibration trained on one labelled trial set and applied to the scores of
+  another (``spkver calibrate``, and ``evaluate_systems`` with ``fusion_train`` / ``qmf_train``).
 - ``evaluate_systems``: the result rows of several systems (and their fusion, and their quality-measure
   calibration) on one trial list, with optional bootstrap confidence intervals (clusters = enrollment models);
   ``evaluate_runs`` does it for several runs (training seeds) of the same systems and aggregates them.
@@ -21,14 +24,13 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from scoring import metrics
 from scoring.backend import score_trials, trial_cohort_scores
 from scoring.cosine import CosineScorer
 from scoring.fusion import LinearFusion
 from scoring.io import Embeddings, ScoringInputError, Trials, check_labels
 from scoring.norm import s_norm
 from scoring.plda import PLDA
-from scoring.quality import QualityCalibration, quality_features
+from scoring.quality import apply_calibration, quality_features, train_calibration
 from scoring.report import aggregate_runs, evaluate_system
 
 BACKENDS = ("cosine", "plda")
@@ -153,9 +155,9 @@ def evaluate_systems(systems: Mapping[str, np.ndarray], trials: Trials, p_target
     if fuse and len(scores) >= 2:
         if fusion_train is not None:
             train_scores, train_labels = fusion_train
-            model = LinearFusion(p_target=fusion_prior).fit(_stacked(train_scores, names, "fusion training scores"),
-                                                            np.asarray(train_labels))
-            scores["fusion"] = model.predict(stacked)
+            model = train_calibration(_stacked(train_scores, names, "fusion training scores"), train_labels,
+                                      p_target=fusion_prior)
+            scores["fusion"] = apply_calibration(model, stacked)
         else:
             scores["fusion"] = cross_validated_fusion(stacked, labels, groups, n_folds=n_folds,
                                                       p_target=fusion_prior, seed=seed)
@@ -164,10 +166,10 @@ def evaluate_systems(systems: Mapping[str, np.ndarray], trials: Trials, p_target
             raise ScoringInputError("qmf needs the quality measures of the evaluated trials (qmf_quality)")
         if qmf_train is not None:
             train_scores, train_labels, train_qe, train_qt = qmf_train
-            model = QualityCalibration(qmf, p_target=fusion_prior).fit(
-                _stacked(train_scores, names, "quality calibration training scores"), np.asarray(train_labels),
-                train_qe, train_qt)
-            scores["qmf"] = model.predict(stacked, *qmf_quality)
+            model = train_calibration(_stacked(train_scores, names, "quality calibration training scores"),
+                                      train_labels, p_target=fusion_prior, quality=qmf, q_enroll=train_qe,
+                                      q_test=train_qt)
+            scores["qmf"] = apply_calibration(model, stacked, *qmf_quality)
         else:  # a QualityCalibration is a LinearFusion of its features: the same folds and fits as the fusion
             scores["qmf"] = cross_validated_fusion(quality_features(stacked, *qmf_quality, qmf), labels, groups,
                                                    n_folds=n_folds, p_target=fusion_prior, seed=seed)

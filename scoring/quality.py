@@ -43,7 +43,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from scoring.fusion import LinearFusion
+from scoring.fusion import Calibration, LinearFusion
 from scoring.io import Embeddings, ScoringInputError, Trials, atomic_write, read_npz
 
 _FORMAT = "spkver-quality-calibration-v1"
@@ -200,6 +200,44 @@ class QualityCalibration:
                                     f"spkver computes {list(model.feature_names) if model.n_systems >= 1 else '?'}")
         model.fusion.weights, model.fusion.offset = weights, float(content["offset"])
         return model
+
+
+def train_calibration(scores, labels, p_target: float = 0.5, quality: Sequence[str] = (), q_enroll=None,
+                      q_test=None) -> Calibration | LinearFusion | QualityCalibration:
+    """The calibration of labelled trial scores: what every "trained on another trial set" result applies.
+
+    scores: (n,) or (n, 1) for one system -> a ``Calibration`` (llr = a s + b); (n, k > 1) -> a ``LinearFusion``;
+    with ``quality`` measures (:data:`MEASURES`) -> a ``QualityCalibration`` of the k systems on the raw
+    measures ``q_enroll`` / ``q_test`` (n, m) of the two sides. Fitted at prior ``p_target``; the model's
+    ``predict`` (see :func:`apply_calibration`) gives natural-log likelihood ratios. Raises ``ScoringInputError``
+    on shapes that disagree, labels that are not 0 / 1 of both classes, or missing quality measures.
+    """
+    S = np.asarray(scores, dtype=np.float64)
+    S = S[:, None] if S.ndim == 1 else S
+    labels = np.asarray(labels)
+    if S.ndim != 2 or S.shape[1] == 0 or S.shape[0] != labels.shape[0]:
+        raise ScoringInputError(f"calibration: scores {np.shape(scores)} and labels {labels.shape} do not match")
+    if quality:
+        if q_enroll is None or q_test is None:
+            raise ScoringInputError(f"calibration on {', '.join(quality)} needs the quality measures of both "
+                                    "sides of the training trials")
+        return QualityCalibration(quality, p_target=p_target).fit(S, labels, q_enroll, q_test)
+    if S.shape[1] == 1:
+        return Calibration(p_target=p_target).fit(S[:, 0], labels)
+    return LinearFusion(p_target=p_target).fit(S, labels)
+
+
+def apply_calibration(model, scores, q_enroll=None, q_test=None) -> np.ndarray:
+    """Log-likelihood ratios (n,) of ``scores`` (n,) or (n, k) under a model of :func:`train_calibration`
+    (a ``QualityCalibration`` also takes the raw measures (n, m) of each side)."""
+    S = np.asarray(scores, dtype=np.float64)
+    S = S[:, None] if S.ndim == 1 else S
+    if isinstance(model, QualityCalibration):
+        if q_enroll is None or q_test is None:
+            raise ScoringInputError(f"the calibration needs the quality measures {', '.join(model.quality)} of "
+                                    "both sides of each trial")
+        return model.predict(S, q_enroll, q_test)
+    return model.predict(S[:, 0] if isinstance(model, Calibration) else S)
 
 
 class QualityTable:

@@ -215,9 +215,31 @@ class DataConfig:
     cache (``cache_dir``, default ``EXP_DIR/feats``) and chunks are cut from it. With ``augment`` (keyword
     arguments of ``spkver.data.augment.Augmenter``: noise/RIR paths and probabilities) or ``precompute: false``
     each chunk is read as audio, augmented (with probability ``augment_prob``) and turned into features in
-    ``num_workers`` loader processes. ``augment`` keys: ``musan`` and ``rir`` folders, ``kinds``,
-    ``noise_snr`` / ``music_snr`` / ``babble_snr`` ranges, ``babble_speakers`` (its sample rate is the
-    features').
+    ``num_workers`` loader processes. ``augment`` keys (its sample rate is the features', its seed the run's):
+
+    - ``musan``, ``rir``: MUSAN and RIR folders (optional);
+    - ``kinds``: the kinds drawn from (``reverb``, ``noise``, ``music``, ``babble``, ``colored``,
+      ``telephone``; default: every kind whose source is configured);
+    - ``noise_snr``, ``music_snr``, ``babble_snr``, ``colored_snr``: ``[low, high]`` dB; ``babble_speakers``:
+      ``[min, max]`` talkers;
+    - ``colored_beta``, ``colored_low_hz``, ``colored_high_hz``: ranges of the coloured noise's spectral slope
+      (``1 / f^beta``) and band edges (Hz);
+    - ``babble_pool``: babble from other training speakers when there is no MUSAN speech: ``true`` or
+      ``{utts_per_speaker: 3, seconds: 3.0, seed: 0}`` (``spkver.data.babble.BabblePool.build``), cached in
+      ``CACHE_DIR/babble``;
+    - ``simulate_rir``: simulated rooms for ``reverb``: ``true`` or ``{count: 100, rt60: [0.2, 0.8], room:
+      [[3, 10], [3, 10], [2.5, 4]], seed: 0, highpass: true}`` (``spkver.data.rir.simulate_rirs``), made once in
+      ``rir_cache`` (default ``CACHE_DIR/rirs``), one folder per settings.
+
+    ``speed_perturb``: speed factors (e.g. ``[0.9, 1.1]``; null or ``[]``: off), each adding a copy of every
+    training utterance as new speakers (``sp0.9-SPK``), so the classifier's classes grow with them; factors in
+    (0, 3], not 1, no repeats; cached, each factor gets its own feature cache. ``spec_augment``: masks on
+    each chunk's features (``spkver.data.specaug.SpecAugment``: ``time_masks``, ``time_width: [min, max]``
+    frames, ``freq_masks``, ``freq_width: [min, max]`` bins; masked values set to 0, the mean after CMN), in
+    the cached and the on-the-fly path alike; null: off. ``audio_cache`` (on the fly only): decode every
+    training utterance once into a float16 waveform cache under ``cache_dir`` (2 bytes per sample: 360 MB for
+    so762's 3.1 hours) and cut chunks from it, rather than decode a compressed file for every chunk (most of
+    the on-the-fly loader's time).
     """
 
     chunk_min_seconds: float = 2.0
@@ -231,6 +253,9 @@ class DataConfig:
     cache_dtype: Literal["float32", "float16"] = "float32"
     augment: Optional[dict] = None
     augment_prob: float = 0.5
+    speed_perturb: Optional[list[float]] = None
+    spec_augment: Optional[dict] = None
+    audio_cache: bool = False
 
     def __post_init__(self):
         if not 0 < self.chunk_min_seconds <= self.chunk_max_seconds:
@@ -247,13 +272,52 @@ class DataConfig:
         if not 0.0 <= self.augment_prob <= 1.0:
             raise ConfigError(f"augment_prob must lie in [0, 1], got {self.augment_prob}")
         if self.augment:
-            from spkver.data.augment import Augmenter
+            self._check_augment()
+        if self.speed_perturb:
+            factors = [float(f) for f in self.speed_perturb]
+            bad = [f for f in factors if not 0 < f <= 3.0 or f == 1.0]
+            if bad or len(set(factors)) != len(factors):
+                raise ConfigError(f"speed_perturb must list distinct factors in (0, 3] other than 1 (e.g. "
+                                  f"[0.9, 1.1]), got {self.speed_perturb}")
+        if self.spec_augment is not None:
+            from spkver.data.specaug import SpecAugment
 
-            params = inspect.signature(Augmenter).parameters
-            unknown = sorted(set(self.augment) - set(params) | ({"sample_rate", "seed"} & set(self.augment)))
+            params = set(inspect.signature(SpecAugment).parameters)
+            unknown = sorted(set(self.spec_augment) - params)
             if unknown:
-                valid = sorted(set(params) - {"sample_rate", "seed"})
-                raise ConfigError(f"unknown augment key(s) {unknown}; valid: {valid}")
+                raise ConfigError(f"unknown spec_augment key(s) {unknown}; valid: {sorted(params)}")
+            try:
+                SpecAugment(**self.spec_augment)
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+
+    def _check_augment(self) -> None:
+        """``augment`` against the ``Augmenter``'s signature, and its nested settings against theirs."""
+        from spkver.data.augment import Augmenter
+
+        params = inspect.signature(Augmenter).parameters
+        unknown = sorted(set(self.augment) - set(params) | ({"sample_rate", "seed"} & set(self.augment)))
+        if unknown:
+            valid = sorted(set(params) - {"sample_rate", "seed"})
+            raise ConfigError(f"unknown augment key(s) {unknown}; valid: {valid}")
+        from spkver.data.babble import BabblePool
+        from spkver.data.rir import check_settings
+
+        for key, func in (("babble_pool", BabblePool.build), ("simulate_rir", check_settings)):
+            value = self.augment.get(key)
+            if value is None or isinstance(value, bool):
+                continue
+            if not isinstance(value, dict):
+                raise ConfigError(f"augment.{key} must be true, false, null or a mapping of settings, got {value!r}")
+            allowed = set(inspect.signature(func).parameters) - {"data", "sample_rate", "folder", "utts"}
+            unknown = sorted(set(value) - allowed)
+            if unknown:
+                raise ConfigError(f"unknown augment.{key} key(s) {unknown}; valid: {sorted(allowed)}")
+        if isinstance(self.augment.get("simulate_rir"), dict):
+            try:
+                check_settings(**self.augment["simulate_rir"])
+            except ValueError as err:
+                raise ConfigError(f"augment.simulate_rir: {err}") from None
 
     @property
     def on_the_fly(self) -> bool:

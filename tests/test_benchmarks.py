@@ -180,6 +180,9 @@ def test_bench_loader(capsys):
     assert min(consumed, cached, fly) > 0
     assert cached_ratio == pytest.approx(cached / consumed, rel=0.1, abs=0.1)
     assert fly_ratio == pytest.approx(fly / consumed, rel=0.1, abs=0.1)
+    so762 = find(rf"({NUM}) examples/s \(so762 baseline x-vector, 18 classes\)", out)[0]
+    chain, chain_ratio = find(rf"loaded, no-download chain: +({NUM}) examples/s +\(ratio ({NUM})x", out)
+    assert min(so762, chain) > 0 and chain_ratio == pytest.approx(chain / so762, rel=0.1, abs=0.1)
 
 
 def test_bench_synthetic(capsys):

@@ -10,8 +10,8 @@ import torch
 
 from spkver.audio import AudioError
 from spkver.config import DataConfig
-from spkver.data.examples import (AudioChunks, ChunkSampler, FeatureCache, cut, frame_count, sample_count,
-                                 training_set)
+from spkver.data.examples import (AudioChunks, CachedChunks, ChunkSampler, FeatureCache, cut, frame_count,
+                                 sample_count, training_set, utterance_features)
 from spkver.data.kaldi import DataDir
 from spkver.features import FeatureConfig, compute_features
 
@@ -124,7 +124,7 @@ def test_cache_matches_features_and_is_reused(tmp_path, monkeypatch):
     for i, utt in enumerate(cache.utts):
         wave, _ = data.load_audio(utt)
         np.testing.assert_array_equal(cache[i], compute_features(wave, FEATS).numpy())
-    import spkver.data.examples as ds
+    import spkver.data.cache as ds
 
     monkeypatch.setattr(ds, "compute_features", lambda *a, **k: pytest.fail("recomputed a cached utterance"))
     again = FeatureCache.build(data, FEATS, tmp_path / "cache")
@@ -172,6 +172,121 @@ def test_audio_chunks_are_deterministic_and_augmented(tmp_path):
     workers = [f for f, _ in training_set(data, FEATS, dataclasses.replace(cfg, num_workers=1),
                                           tmp_path / "cache", seed=5).loader(0)]
     assert all(torch.equal(a, b) for a, b in zip(first, workers))
+
+
+# ------------------------------------------------------------------------- speed perturbation, SpecAugment
+SIX = (2, 3, 2, 2, 3, 2)  # utterances of six speakers: enough for training-set babble
+
+
+def test_speed_copies_are_new_speakers_in_the_cache(tmp_path, monkeypatch):
+    data = tone_corpus(tmp_path, utts_per_speaker=(2, 3))
+    cfg = DataConfig(chunk_min_seconds=0.2, chunk_max_seconds=0.3, batch_size=4, examples_per_epoch=8,
+                     num_workers=0, speed_perturb=[0.9, 1.1])
+    ts = training_set(data, FEATS, cfg, tmp_path / "cache", seed=1)
+    assert ts.speakers == ["s0", "s1", "sp0.9-s0", "sp0.9-s1", "sp1.1-s0", "sp1.1-s1"]
+    assert len(ts.utts) == 3 * len(data.utts) and "sp1.1-s1-u2" in ts.utts
+    assert isinstance(ts.dataset, CachedChunks) and [c.speed for c in ts.dataset.parts] == [1.0, 0.9, 1.1]
+    assert len({c.folder for c in ts.dataset.parts}) == 3  # the factor is part of the cache key
+    for k, item in enumerate(ts.utts):  # each copy: its own speaker, the features of the perturbed audio
+        u, spk = ts.utts[k], ts.speakers[ts.dataset.labels[k]]
+        speed = 1.0 if not item.startswith("sp") else float(item[2:item.index("-")])
+        source = item if speed == 1.0 else item[item.index("-") + 1:]
+        assert spk == (data.utt2spk[source] if speed == 1.0 else f"sp{speed:g}-{data.utt2spk[source]}"), u
+        if k % 4 == 0:
+            np.testing.assert_array_equal(ts.dataset.feats(k), utterance_features(data, source, FEATS, speed=speed)[0])
+    slow = ts.dataset.parts[1]
+    assert slow.lengths.sum() > ts.dataset.parts[0].lengths.sum() > ts.dataset.parts[2].lengths.sum()
+    for feats, labels in ts.loader(0):
+        assert feats.shape[0] == 4 and feats.shape[2] == FEATS.dim and labels.max() < 6
+    import spkver.data.cache as cache_module
+
+    monkeypatch.setattr(cache_module, "compute_features", lambda *a, **k: pytest.fail("recomputed"))
+    again = training_set(data, FEATS, cfg, tmp_path / "cache", seed=1)  # every factor's cache reused
+    assert again.speakers == ts.speakers
+
+
+def test_speed_copies_on_the_fly_and_too_strong_a_factor(tmp_path):
+    data = tone_corpus(tmp_path, utts_per_speaker=(2, 3))
+    cfg = DataConfig(chunk_min_seconds=0.2, chunk_max_seconds=0.3, batch_size=4, examples_per_epoch=8,
+                     num_workers=0, precompute=False, speed_perturb=[0.9, 1.1])
+    ts = training_set(data, FEATS, cfg, tmp_path / "cache", seed=1)
+    assert isinstance(ts.dataset, AudioChunks) and len(ts.speakers) == 6
+    assert sorted(set(ts.dataset.speeds)) == [0.9, 1.0, 1.1]
+    first = [(f, y) for f, y in ts.loader(0)]
+    assert all(f.shape[0] == 4 and f.shape[2] == FEATS.dim for f, _ in first)
+    # a chunk of a copy is the perturbed audio's stretch: compare with the whole utterance perturbed
+    from spkver.data.augment import speed_perturb
+
+    u = ts.utts.index("sp0.9-s1-u2")
+    wave, _ = data.load_audio(data.utts[u % len(data.utts)])
+    whole = speed_perturb(wave, 16000, 0.9)
+    piece = ts.dataset._piece(wave, 1600, 3200, 0.9)
+    np.testing.assert_allclose(piece[:-100], whole[1600:4700], atol=1e-3)
+    with pytest.raises(ValueError, match=r"data.speed_perturb: factor 3 leaves speaker 's0'.*chunk_min_seconds"):
+        training_set(data, FEATS, dataclasses.replace(cfg, chunk_min_seconds=0.8, chunk_max_seconds=0.8,
+                                                      speed_perturb=[3.0]), tmp_path / "cache")
+
+
+def test_spec_augment_in_both_paths_is_reproducible(tmp_path):
+    data = tone_corpus(tmp_path)
+    spec = {"time_masks": 1, "time_width": [3, 3], "freq_masks": 1, "freq_width": [2, 2]}
+    for precompute in (True, False):
+        cfg = DataConfig(chunk_min_seconds=0.2, chunk_max_seconds=0.3, batch_size=2, examples_per_epoch=4,
+                         num_workers=0, precompute=precompute, spec_augment=spec)
+        ts = training_set(data, FEATS, cfg, tmp_path / "cache", seed=5)
+        masked = [f for f, _ in ts.loader(0)]
+        plain = [f for f, _ in training_set(data, FEATS, dataclasses.replace(cfg, spec_augment=None),
+                                            tmp_path / "cache", seed=5).loader(0)]
+        for m, p in zip(masked, plain):
+            for row in range(len(m)):
+                zero_rows, zero_cols = (m[row] == 0).all(dim=1), (m[row] == 0).all(dim=0)
+                assert zero_rows.sum() >= 3 and zero_cols.sum() >= 2
+                keep = ~zero_rows[:, None] & ~zero_cols[None, :]
+                assert torch.equal(m[row][keep], p[row][keep])
+        assert all(torch.equal(a, b) for a, b in zip(masked, [f for f, _ in ts.loader(0)]))
+    with pytest.raises(ValueError, match="spec_augment.*waveform"):
+        training_set(data, FeatureConfig(kind="waveform"), cfg, tmp_path / "cache")
+
+
+def test_the_no_download_chain_feeds_the_loader(tmp_path):
+    data = tone_corpus(tmp_path, utts_per_speaker=SIX, seconds=0.8)
+    cfg = DataConfig(chunk_min_seconds=0.2, chunk_max_seconds=0.3, batch_size=3, examples_per_epoch=9,
+                     num_workers=0, augment_prob=1.0, speed_perturb=[0.9, 1.1],
+                     augment={"kinds": ["babble", "colored", "reverb"], "babble_pool": {"seconds": 0.5},
+                              "simulate_rir": {"count": 2, "rt60": [0.2, 0.3], "room": [[3, 4], [3, 4], [2.5, 3]]}},
+                     spec_augment={"time_width": [0, 3], "freq_width": [0, 2]})
+    ts = training_set(data, FEATS, cfg, tmp_path / "cache", seed=2)
+    assert len(ts.speakers) == 18 and (tmp_path / "cache" / "babble").is_dir()
+    assert next((tmp_path / "cache" / "rirs").iterdir()).name.startswith("sim-")
+    first = [(f, y) for f, y in ts.loader(0)]
+    assert len(first) == 3
+    for (feats, labels), batch in zip(first, ts.sampler):
+        assert feats.shape == (3, batch.rows[0, 2], FEATS.dim) and torch.isfinite(feats).all()
+        assert [ts.speakers[y] for y in labels] == [ts.speakers[ts.dataset.labels[u]] for u in batch.rows[:, 0]]
+    workers = training_set(data, FEATS, dataclasses.replace(cfg, num_workers=1), tmp_path / "cache", seed=2)
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(first, workers.loader(0)))
+    few = tone_corpus(tmp_path / "few", utts_per_speaker=(2, 2, 2, 2))
+    with pytest.raises(ValueError, match="augment.babble_pool.*at least 4 speakers other"):
+        training_set(few, FEATS, cfg, tmp_path / "few_cache")
+
+
+def test_audio_cache_replaces_decoding_per_chunk(tmp_path, monkeypatch):
+    data = tone_corpus(tmp_path)
+    cfg = DataConfig(chunk_min_seconds=0.2, chunk_max_seconds=0.3, batch_size=2, examples_per_epoch=4,
+                     num_workers=0, precompute=False, audio_cache=True, speed_perturb=[0.9])
+    ts = training_set(data, FEATS, cfg, tmp_path / "cache", seed=3)
+    audio = ts.dataset.audio
+    assert audio.dtype == "float16" and audio.dim == 1
+    for i, utt in enumerate(audio.utts):
+        wave, _ = data.load_audio(utt)
+        np.testing.assert_array_equal(audio[i][:, 0], wave.astype(np.float16))
+    monkeypatch.setattr(DataDir, "load_audio", lambda *a, **k: pytest.fail("decoded a file per chunk"))
+    cached = [f for f, _ in ts.loader(0)]
+    monkeypatch.undo()
+    plain = [f for f, _ in training_set(data, FEATS, dataclasses.replace(cfg, audio_cache=False),
+                                        tmp_path / "cache", seed=3).loader(0)]
+    for a, b in zip(cached, plain):  # the same chunks; float16 audio moves the features by < 1% of their range
+        assert a.shape == b.shape and (a - b).abs().max() <= 0.01 * b.abs().max()
 
 
 # ------------------------------------------------------------------------------------------------ bad audio

@@ -18,7 +18,7 @@ def _verify_example() -> str:
 @pytest.fixture(scope="module")
 def recordings(tmp_path_factory):
     """a.wav, b.wav (speaker 1), alice1.wav, alice2.flac (speaker 0) from the synthetic corpus."""
-    from spkver.audio import read_audio, write_audio
+    from spkver.audio import write_audio
     from spkver.data.synthetic.corpus import make_corpus
 
     root = tmp_path_factory.mktemp("readme")

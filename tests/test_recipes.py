@@ -4,11 +4,9 @@ and the recipes' helper scripts (data-dir merging, aggregation over seeds)."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -108,9 +106,35 @@ def test_sre10_recipe_multi_enrollment(tmp_path):
     assert len(scores) == len(sre["key"].read_text().splitlines())
 
 
-def test_so762_recipe_seeds_and_telephone_channel(tmp_path):
-    so762_corpus(tmp_path / "so762")
-    _recipe("so762", ["--root", "so762", "--conf", "debug", "--seeds", "3", "--nj", 2], tmp_path)
+def test_ecapa_debug_runs_on_voxceleb_and_sre10(tmp_path):
+    """--conf debug_ecapa: the ECAPA-TDNN baseline and Bayesian ECAPA through both recipes end to end."""
+    voxceleb_corpus(tmp_path / "voxceleb")
+    sre = sre10_corpus(tmp_path / "sre")
+    for run in ("vox", "sre10"):
+        (tmp_path / run).mkdir()
+    _recipe("voxceleb", ["--root", tmp_path / "voxceleb", "--conf", "debug_ecapa", "--nj", 2], tmp_path / "vox")
+    _check_results(tmp_path / "vox" / "exp" / "results.md", {"in-domain": {"VoxCeleb1-O (cleaned)"}})
+    _recipe("sre10", ["--root", sre["root"], "--key", sre["key"], "--train-data", sre["train"], "--conf",
+                      "debug_ecapa", "--nj", 2], tmp_path / "sre10")
+    _check_results(tmp_path / "sre10" / "exp" / "results.md", {"in-domain": {"SRE10 core"}})
+    for run in ("vox", "sre10"):
+        for system, name in (("baseline", "ecapa_tdnn"), ("proposed", "bayes_ecapa_tdnn")):
+            conf = yaml.safe_load((tmp_path / run / "exp" / system / "config.yaml").read_text())
+            assert conf["model"]["name"] == name and conf["features"]["num_mel_bins"] == 80
+
+
+@pytest.fixture(scope="module")
+def so762_debug(tmp_path_factory) -> Path:
+    """The folder of one debug run of the so762 recipe (seed 3), shared by the tests that read it; they write only
+    beside its exp/ (the calibration protocol: data/dev_mixed, exp_calib/)."""
+    root = tmp_path_factory.mktemp("so762_debug")
+    so762_corpus(root / "so762")
+    _recipe("so762", ["--root", "so762", "--conf", "debug", "--seeds", "3", "--nj", 2], root)
+    return root
+
+
+def test_so762_recipe_seeds_and_telephone_channel(so762_debug):
+    tmp_path = so762_debug
     labels = {"dev (in-domain)", "dev, telephone channel (out-of-domain)"}
     _check_results(tmp_path / "exp" / "seed3" / "results.md", {"speechocean762": labels})
     # a cell of the per-seed table is the metric of its score file
@@ -134,13 +158,75 @@ def test_so762_recipe_seeds_and_telephone_channel(tmp_path):
     assert tel[1].startswith("wav/") and tel[1].endswith(".wav")
 
 
+def test_so762_recipe_trains_with_augmentation_from_the_training_set(tmp_path):
+    so762_corpus(tmp_path / "so762")
+    _recipe("so762", ["--root", "so762", "--conf", "debug_augment", "--seeds", "1", "--stop-stage", 3, "--nj", 2],
+            tmp_path)
+    import torch
+
+    for system in ("baseline", "proposed"):
+        model = tmp_path / "exp" / "seed1" / system
+        conf = yaml.safe_load((model / "config.yaml").read_text())
+        assert conf["data"]["speed_perturb"] == [0.9, 1.1] and conf["data"]["spec_augment"]
+        state = torch.load(model / "final.pt", map_location="cpu", weights_only=False)
+        assert len(state["speakers"]) == 18 and "sp0.9-9000" in state["speakers"]  # 6 speakers, 3 speeds
+    feats = tmp_path / "exp" / "feats"
+    assert len(list((feats / "rirs").glob("sim-*/rir_*.wav"))) == 4  # simulated once, shared by both systems
+    assert len(list((feats / "babble").iterdir())) == 1
+
+
+def test_so762_calibration_protocol(so762_debug):
+    """local/calibration.sh on the debug run: every row of every condition with numbers, a cell equal to the metrics
+    of its calibrated score file, the spread table and plot; a rerun skips every step."""
+    root = so762_debug
+    args = ["bash", RECIPES / "so762" / "local" / "calibration.sh", "--conf", "debug", "--seeds", 3,
+            "--mc-samples", 2, "--nj", 2, "--rir-count", 2]
+    _run(args, root)
+    text = (root / "exp_calib" / "results.md").read_text()
+    tables = _tables(text)
+    names = ["baseline + calibration", "baseline, duration-uncertainty PLDA + calibration",
+             "proposed (posterior mean) + calibration", "proposed MC + calibration",
+             "proposed MC, spread-uncertainty PLDA + calibration", "baseline + QMF (duration)",
+             "proposed MC + QMF (spread)", "proposed MC + QMF (duration, spread)"]
+    conditions = ["dev, telephone channel: calibrated on dev_mixed", "dev_mixed: calibrated on dev, telephone channel",
+                  "dev (in-domain): calibrated on dev_mixed"]
+    for heading in conditions:
+        rows = next(rows for h, rows in tables.items() if h.startswith(heading))
+        assert rows[0][:2] == ["System", "EER(%)"] and [r[0] for r in rows[1:]] == names, rows
+        assert rows[0][1:6] == ["EER(%)", "EER ROCCH(%)", "minDCF(0.01)", "actDCF(0.01)", "Cllr"]
+        for row in rows[1:]:
+            assert all(re.fullmatch(r"\d+\.\d{2,4}", c) for c in row[1:6]), f"non-numeric row {row}"
+    # a cell is the metric of its score file: proposed MC + QMF (spread), in-domain
+    from scoring import io, metrics
+
+    trials = io.read_trials(root / "data" / "dev" / "trials")
+    llr = io.align_scores(trials, root / "exp_calib" / "seed3" / "llr" / "dev" / "proposed_mc_qmf_spread.txt")
+    tar, non = llr[trials.label == 1], llr[trials.label == 0]
+    rows = next(rows for h, rows in tables.items() if h.startswith("dev (in-domain)"))
+    row = next(r for r in rows if r[0] == "proposed MC + QMF (spread)")
+    assert row[1] == f"{100 * metrics.eer(tar, non):.2f}" and row[3] == f"{metrics.min_dcf(tar, non, 0.01):.4f}"
+    assert row[4] == f"{float(metrics.act_dcf(tar, non, 0.01)):.4f}" and row[5] == f"{metrics.cllr(tar, non):.4f}"
+    # the MC embeddings have a spread; the mixed copy keeps dev's ids and says what each utterance got
+    assert io.read_embeddings(root / "exp_calib" / "seed3" / "emb" / "proposed_mc" / "dev_tel.npz").spread is not None
+    dev_ids = [line.split()[0] for line in (root / "data" / "dev" / "wav.scp").read_text().splitlines()]
+    mixed = (root / "data" / "dev_mixed" / "utt2degradation").read_text().splitlines()
+    assert [line.split()[0] for line in mixed] == dev_ids
+    assert {line.split()[1] for line in mixed} <= {"noise", "reverb", "short"}
+    spread = next(rows for h, rows in tables.items() if h.startswith("Spread of the proposed"))
+    assert [r[0] for r in spread[1:4]] == ["dev", "dev_tel", "dev_mixed"]
+    assert (root / "exp_calib" / "spread.png").stat().st_size > 0
+    rerun = _run(args, root)
+    assert "run:" not in rerun.stderr and "skip: seed3.calibrate_tel_baseline_cal" in rerun.stderr
+
+
 # ---------------------------------------------------------------------------------------------- helpers
 @pytest.mark.parametrize("recipe", ["voxceleb", "sre10", "so762"])
 def test_configurations_load_and_pair_up(recipe):
     from spkver.config import load_config
 
     conf = RECIPES / recipe / "conf"
-    prefixes = [p for p in ("", "debug_", "ecapa_", "debug_ecapa_") if (conf / f"{p}baseline.yaml").exists()]
+    prefixes = [p for p in ("", "debug_", "ecapa_", "debug_ecapa_", "augment_", "debug_augment_")
+                if (conf / f"{p}baseline.yaml").exists()]
     assert "ecapa_" in prefixes
     for prefix in prefixes:
         base, prop = (load_config(conf / f"{prefix}{name}.yaml") for name in ("baseline", "proposed"))

@@ -1,4 +1,5 @@
-"""The ``spkver`` command line: prepare | train | extract | score | eval | table | demo | system | verify | embed.
+"""The ``spkver`` command line: prepare | train | extract | score | eval | calibrate | table | demo | system | verify |
+embed.
 
 Each sub-command is a thin wrapper over a library function. ``score`` and ``eval`` only touch the numpy
 back-end (``scoring``) and never import torch, so they start fast and run where torch is absent.
@@ -17,7 +18,7 @@ from spkver import __version__
 from spkver.cli.common import FORMATS, CliError
 from spkver.cli.data import _add_prepare
 from spkver.cli.models import _add_demo, _add_export, _add_extract, _add_train
-from spkver.cli.scoring import _add_eval, _add_score, _add_table
+from spkver.cli.scoring import _add_calibrate, _add_eval, _add_score, _add_table
 from spkver.cli.verify import _add_embed, _add_system, _add_verify
 from spkver.progress import configure_logging
 
@@ -36,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     loudness.add_argument("-q", "--quiet", action="store_const", const=logging.WARNING, dest="log_level",
                           help="log only warnings and errors (before the sub-command)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_prepare, _add_train, _add_extract, _add_score, _add_eval, _add_table, _add_demo, _add_export,
-                _add_system, _add_verify, _add_embed):
+    for add in (_add_prepare, _add_train, _add_extract, _add_score, _add_eval, _add_calibrate, _add_table, _add_demo,
+                _add_export, _add_system, _add_verify, _add_embed):
         add(sub)
     return parser
 

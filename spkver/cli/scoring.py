@@ -1,4 +1,4 @@
-"""`spkver score`, `spkver eval` and `spkver table`: the numpy back-end only (never torch)."""
+"""`spkver score`, `spkver eval`, `spkver calibrate`, `spkver table`: the numpy back-end only (never torch)."""
 
 from __future__ import annotations
 
@@ -283,7 +283,70 @@ def _qmf_sides(trials, qmf, utt2dur, quality_emb, prefix: str):
     return read_quality(utt2dur, quality_emb or ()).trial_sides(trials, qmf)
 
 
-# --------------------------------------------------------------------------------------------- prepare
+# ------------------------------------------------------------------------------------------- calibrate
+def _add_calibrate(sub) -> None:
+    p = sub.add_parser(
+        "calibrate", help="train a calibration (or fusion, or quality-measure calibration) on one labelled trial "
+                          "set and write the log-likelihood ratios of another set's scores",
+        description="Logistic-regression calibration trained on --train-trials / --train-scores and applied to "
+                    "--trials / --scores: one system gives llr = a * score + b, several a fusion; --qmf adds the "
+                    "quality measures of both sides of each trial (scoring.quality). The evaluated trials may "
+                    "be unlabelled; labels are needed for the training trials only. Writes one 'enroll test llr' "
+                    "line per trial of --trials.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=FORMATS)
+    p.add_argument("--train-trials", type=existing, required=True, help="labelled trials to train on")
+    p.add_argument("--train-scores", type=existing, nargs="+", required=True,
+                   help="score files of the systems on --train-trials (one per system)")
+    p.add_argument("--trials", type=existing, required=True, help="trials whose scores are calibrated")
+    p.add_argument("--scores", type=existing, nargs="+", required=True,
+                   help="score files of the same systems on --trials (same order as --train-scores)")
+    p.add_argument("--out", type=Path, required=True, help="output score file (log-likelihood ratios)")
+    p.add_argument("--prior", type=probability, default=0.5, help="prior of the training objective (default 0.5)")
+    p.add_argument("--qmf", metavar="duration|spread|duration,spread",
+                   help="quality-measure calibration: also the min and max of the two sides' log quality measures "
+                        "and their products with the scores")
+    p.add_argument("--train-utt2dur", type=existing, help="--qmf duration: utt2dur of the training trials' utterances")
+    p.add_argument("--train-quality-emb", type=existing, nargs="+", metavar="EMB",
+                   help="--qmf: embedding files of the training trials' utterances ('duration' / 'spread' arrays)")
+    p.add_argument("--utt2dur", type=existing, help="--qmf duration: utt2dur of the calibrated trials' utterances")
+    p.add_argument("--quality-emb", type=existing, nargs="+", metavar="EMB",
+                   help="--qmf: embedding files of the calibrated trials' utterances ('duration' / 'spread')")
+    p.add_argument("--save-model", type=Path, help="also write the trained calibration here (.npz)")
+    p.set_defaults(func=_cmd_calibrate)
+
+
+def _cmd_calibrate(args) -> None:
+    import numpy as np
+
+    from scoring import io
+    from scoring.quality import apply_calibration, parse_quality, train_calibration
+
+    try:
+        qmf = parse_quality(args.qmf) if args.qmf is not None else ()
+    except ValueError as err:
+        raise CliError(f"--qmf: {err}") from None
+    if not qmf and (args.train_utt2dur or args.train_quality_emb or args.utt2dur or args.quality_emb):
+        raise CliError("--train-utt2dur, --train-quality-emb, --utt2dur and --quality-emb go with --qmf")
+    if len(args.scores) != len(args.train_scores):
+        raise CliError(f"--scores gives {len(args.scores)} files for the {len(args.train_scores)} systems of "
+                       "--train-scores")
+    train = io.read_trials(args.train_trials)
+    io.check_labels(train)
+    trials = io.read_trials(args.trials)
+    train_sides = _qmf_sides(train, qmf, args.train_utt2dur, args.train_quality_emb, "--train-") if qmf else ()
+    sides = _qmf_sides(trials, qmf, args.utt2dur, args.quality_emb, "--") if qmf else ()
+    train_scores = np.stack([io.align_scores(train, path) for path in args.train_scores], axis=1)
+    scores = np.stack([io.align_scores(trials, path) for path in args.scores], axis=1)
+    model = train_calibration(train_scores, train.label.astype(np.int64), p_target=args.prior, quality=qmf,
+                              **dict(zip(("q_enroll", "q_test"), train_sides)))
+    llr = apply_calibration(model, scores, *sides)
+    io.write_scores(args.out, trials, llr)
+    if args.save_model is not None:
+        model.save(args.save_model)
+    log.info("wrote %d calibrated scores to %s (%s trained on %d trials of %s)", len(llr), args.out,
+             type(model).__name__, len(train_scores), args.train_trials)
+
+
 # ----------------------------------------------------------------------------------------------- table
 def _add_table(sub) -> None:
     p = sub.add_parser("table", help="baseline / proposed / fusion table from `spkver eval --json` results",

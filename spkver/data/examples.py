@@ -6,12 +6,24 @@ minimum and maximum, so batches need no padding. Utterances shorter than the chu
 
 Two paths produce the chunks:
 
-- cached (default): features of every utterance are computed once (in ``num_workers`` processes) into one
-  raw float array file (``feats.bin``, read through ``numpy.memmap``) plus an index, in a folder keyed by a hash
-  of the feature configuration, the storage dtype and the utterance list with their audio sources, so any
-  change recomputes. Chunks are frame slices of the cache: cheap enough that CPU training never starves.
+- cached (default): features of every utterance are computed once into a :class:`spkver.data.cache.FeatureCache`
+  (re-exported here; a memory-mapped array in a folder keyed by everything the features depend on). Chunks
+  are frame slices of the cache: cheap enough that CPU training never starves.
 - on the fly (augmentation, or ``precompute: false``): each chunk is read as audio, augmented and turned into
   features in DataLoader workers; the feature pipeline (CMN, VAD) then sees the chunk, not the utterance.
+
+Speed perturbation as new speakers (``data.speed_perturb``, e.g. ``[0.9, 1.1]``; Yamamoto et al., "Speaker
+augmentation and bandwidth extension for deep speaker embedding", Interspeech 2019; ids named as by Kaldi's
+``utils/data/perturb_data_dir_speed.sh``): each factor ``f`` adds a copy of every training utterance,
+``sp{f}-UTT`` of speaker ``sp{f}-SPK``, played ``f`` times faster
+(:func:`spkver.data.augment.speed_perturb`), so the speakers (and the classifier's classes) triple with two
+factors. Cached, each factor has its own feature cache (its key includes the factor); on the fly, the chunk's
+stretch of the original audio is perturbed per example. SpecAugment (``data.spec_augment``,
+:class:`spkver.data.specaug.SpecAugment`) masks each chunk's features in both paths. Augmentation with a babble
+pool or simulated RIRs caches them under ``cache_dir`` (``babble/``, ``rirs/``) unless the ``augment`` settings
+name another folder (``rir_cache``). On the fly, ``data.audio_cache`` decodes every utterance once into a
+float16 waveform cache (a :class:`FeatureCache` of ``kind="waveform"``, 2 bytes per sample) that chunks are
+sliced from, instead of decoding the (compressed) file for every chunk.
 
 :class:`ChunkSampler` draws the batches from a generator seeded by ``(seed, epoch)``: deterministic, resumable
 at any batch, and sharded over DDP ranks (rank ``r`` takes global batches ``r, r + W, ...``).
@@ -21,12 +33,9 @@ Unreadable utterances (:class:`spkver.audio.AudioError`) raise, naming the utter
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import logging
+import math
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -36,9 +45,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from spkver.audio import AudioError
+from spkver.data.cache import FeatureCache, _single_thread_worker, single_thread, utterance_features
 from spkver.features import FeatureConfig, compute_features
-from spkver.progress import progress as show_progress
 
+__all__ = ["AudioChunks", "Batch", "CachedChunks", "ChunkSampler", "FeatureCache", "TrainingSet", "cut",
+           "frame_count", "sample_count", "single_thread", "speed_name", "training_set", "utterance_features"]
 log = logging.getLogger(__name__)
 
 
@@ -66,161 +77,6 @@ def cut(feats: np.ndarray, start: int, length: int) -> np.ndarray:
     if n >= length:
         return feats[start:start + length]
     return feats[np.arange(length) % n]
-
-
-@contextlib.contextmanager
-def single_thread():
-    """Run torch on one thread inside the block. Feature extraction is a chain of small ops that intra-op
-    threads slow down (several times on a busy 2-core machine); loader workers already run single-threaded."""
-    threads = torch.get_num_threads()
-    if threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def utterance_features(data, utt: str, cfg: FeatureConfig, min_speech_frames: int = 0) -> tuple[np.ndarray, float]:
-    """``(feats (frames, dim) float32, audio seconds)`` of ``utt`` in data dir ``data``; :class:`AudioError`
-    (naming the utterance and its audio) when it cannot be read, is too short for one frame or has fewer than
-    ``min_speech_frames`` frames of speech."""
-    wave, _ = data.load_audio(utt, sample_rate=cfg.sample_rate)
-    try:
-        with single_thread():
-            feats = compute_features(wave, cfg, min_speech_frames=min_speech_frames).numpy()
-    except ValueError as err:
-        raise AudioError(str(err), utt, data.wav_scp[data.recording(utt)[0]]) from None
-    if len(feats) == 0:
-        raise AudioError("no feature frames", utt, data.wav_scp[data.recording(utt)[0]])
-    return feats, len(wave) / cfg.sample_rate
-
-
-# ---------------------------------------------------------------------------------------------- cache
-class _UttItems(Dataset):
-    """Item ``i``: ``(i, array or None, error or None)``; ``with_features=False`` returns sample counts."""
-
-    def __init__(self, data, utts, cfg: FeatureConfig, with_features: bool):
-        self.data, self.utts, self.cfg, self.with_features = data, utts, cfg, with_features
-
-    def __len__(self):
-        return len(self.utts)
-
-    def __getitem__(self, i):
-        utt = self.utts[i]
-        try:
-            if self.with_features:
-                return i, utterance_features(self.data, utt, self.cfg)[0], None
-            wave, _ = self.data.load_audio(utt, sample_rate=self.cfg.sample_rate)
-            return i, len(wave), None
-        except AudioError as err:
-            return i, None, str(err)
-
-
-def _single_thread_worker(_):
-    torch.set_num_threads(1)
-
-
-def _cache_key(data, utts, cfg: FeatureConfig, dtype: str, with_features: bool) -> str:
-    sources = []
-    for utt in utts:
-        reco, start, end = data.recording(utt)
-        sources.append([utt, data.resolve(reco), start, end, data.reco2channel.get(reco)])
-    blob = json.dumps({"features": cfg.to_dict(), "dtype": dtype, "with_features": with_features,
-                       "sources": sources}, sort_keys=True, default=str)
-    return hashlib.sha1(blob.encode()).hexdigest()[:20]
-
-
-class FeatureCache:
-    """Per-utterance features (or only lengths) of a data dir, stored once on disk.
-
-    ``lengths[i]``: frames of utterance ``utts[i]`` (samples at the feature sample rate for a lengths-only
-    cache); ``bad``: ``{utt: reason}`` of the utterances left out. Pickles by path, so loader workers reopen
-    the memory map rather than copying it.
-    """
-
-    def __init__(self, folder: str | os.PathLike):
-        self.folder = Path(folder)
-        meta = json.loads((self.folder / "meta.json").read_text())
-        index = np.load(self.folder / "index.npz")
-        self.utts: list[str] = [str(u) for u in index["utts"]]
-        self.offsets, self.lengths = index["offsets"], index["lengths"]
-        self.dim, self.dtype, self.bad = meta["dim"], meta["dtype"], meta["bad"]
-        self.with_features = meta["with_features"]
-        self._feats = None
-
-    def __getstate__(self):
-        return {**self.__dict__, "_feats": None}
-
-    @property
-    def feats(self) -> np.ndarray:
-        """``(total_frames, dim)`` memory map of all utterances back to back."""
-        if self._feats is None:
-            if not self.with_features:
-                raise ValueError(f"{self.folder}: lengths-only cache has no features")
-            total = int(self.offsets[-1] + self.lengths[-1]) if len(self.utts) else 0
-            self._feats = np.memmap(self.folder / "feats.bin", dtype=self.dtype, mode="r",
-                                    shape=(total, self.dim))
-        return self._feats
-
-    def __len__(self):
-        return len(self.utts)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        return self.feats[self.offsets[i]:self.offsets[i] + self.lengths[i]]
-
-    @classmethod
-    def build(cls, data, cfg: FeatureConfig, root: str | os.PathLike, dtype: str = "float32",
-              with_features: bool = True, num_workers: int = 0, progress: bool = False) -> "FeatureCache":
-        """Load the cache for ``(data, cfg, dtype)`` under ``root``, computing it first if absent.
-
-        Bad utterances are recorded in :attr:`bad` rather than raised (the caller decides); the folder
-        appears atomically (built under a temporary name, then renamed).
-        """
-        utts = data.utts
-        folder = Path(root) / _cache_key(data, utts, cfg, dtype, with_features)
-        if (folder / "meta.json").is_file():
-            return cls(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        # A whole folder appears at once (renamed when complete): not a file, so not scoring.io.atomic_write.
-        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        loader = DataLoader(_UttItems(data, utts, cfg, with_features), batch_size=None,
-                            num_workers=num_workers, worker_init_fn=_single_thread_worker,
-                            generator=torch.Generator())  # leaves the global RNG alone
-        loader = show_progress(loader, total=len(utts), desc="features" if with_features else "scanning",
-                               unit="utt", disable=not progress)
-        kept, offsets, lengths, bad, offset, dim = [], [], [], {}, 0, cfg.dim
-        try:
-            with open(tmp / "feats.bin", "wb") as out:
-                for i, value, error in loader:
-                    if error is not None:
-                        bad[utts[i]] = error
-                        continue
-                    n = len(value) if with_features else int(value)
-                    if with_features:
-                        out.write(np.ascontiguousarray(value, dtype=dtype).tobytes())
-                        dim = value.shape[1]
-                    kept.append(utts[i])
-                    offsets.append(offset)
-                    lengths.append(n)
-                    offset += n if with_features else 0
-            np.savez(tmp / "index.npz", utts=np.array(kept, dtype=str),
-                     offsets=np.array(offsets, dtype=np.int64), lengths=np.array(lengths, dtype=np.int64))
-            (tmp / "meta.json").write_text(json.dumps(
-                {"dim": dim, "dtype": dtype, "bad": bad, "with_features": with_features,
-                 "features": cfg.to_dict(), "data": str(data.path)}, indent=1))
-            try:
-                os.rename(tmp, folder)
-            except OSError:  # built concurrently by another process: use theirs
-                if not (folder / "meta.json").is_file():
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return cls(folder)
 
 
 # -------------------------------------------------------------------------------------------- sampler
@@ -308,14 +164,36 @@ class ChunkSampler:
 
 
 # ------------------------------------------------------------------------------------------- datasets
-class CachedChunks(Dataset):
-    """``dataset[batch] -> (feats (batch, frames, dim) float32, labels (batch,) int64)`` from the cache."""
+def _mask_rng(seed: int, batch: Batch, row: int) -> np.random.Generator:
+    """The SpecAugment generator of one chunk: ``(seed, epoch, batch index, row)``, apart from other draws."""
+    return np.random.default_rng([seed, batch.epoch, batch.index, row, 1])
 
-    def __init__(self, cache: FeatureCache, labels: np.ndarray):
-        self.cache, self.labels = cache, np.asarray(labels, dtype=np.int64)
+
+class CachedChunks(Dataset):
+    """``dataset[batch] -> (feats (batch, frames, dim) float32, labels (batch,) int64)`` from the cache.
+
+    ``cache``: one :class:`FeatureCache`, or several (e.g. one per speed factor) whose utterances are numbered
+    one after the other (:attr:`parts`; :attr:`cache` is the first). ``spec_augment``: a
+    :class:`spkver.data.specaug.SpecAugment` applied to every chunk.
+    """
+
+    def __init__(self, cache, labels: np.ndarray, spec_augment=None, seed: int = 0):
+        self.parts = list(cache) if isinstance(cache, (list, tuple)) else [cache]
+        self.cache = self.parts[0]
+        self.starts = np.cumsum([0] + [len(c) for c in self.parts])
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.spec_augment, self.seed = spec_augment, seed
+
+    def feats(self, u: int) -> np.ndarray:
+        """``(frames, dim)`` features of utterance ``u`` (numbered over all parts)."""
+        k = int(np.searchsorted(self.starts, u, side="right")) - 1
+        return self.parts[k][int(u - self.starts[k])]
 
     def __getitem__(self, batch: Batch):
-        out = np.stack([cut(self.cache[u], s, n) for u, s, n in batch.rows]).astype(np.float32)
+        out = np.stack([cut(self.feats(u), s, n) for u, s, n in batch.rows]).astype(np.float32)
+        if self.spec_augment is not None:
+            for row in range(len(out)):
+                out[row] = self.spec_augment(out[row], _mask_rng(self.seed, batch, row))
         return torch.from_numpy(out), torch.from_numpy(self.labels[batch.rows[:, 0]])
 
 
@@ -324,25 +202,60 @@ class AudioChunks(Dataset):
 
     A chunk of ``n`` frames starting at frame ``s`` covers the samples of frames ``s .. s + n - 1``; after
     feature extraction (whose VAD may drop frames) it is tiled or cut back to ``n`` frames. A chunk is
-    augmented with probability ``augment_prob`` by ``augmenter`` (``spkver.data.augment.Augmenter``). The
-    random draws come from a generator seeded by ``(seed, epoch, batch index, row)``, so a batch is the same
-    in any worker and on resume.
+    augmented with probability ``augment_prob`` by ``augmenter`` (``spkver.data.augment.Augmenter``, told the
+    chunk's speaker), then masked by ``spec_augment``. The random draws come from generators seeded by
+    ``(seed, epoch, batch index, row)``, so a batch is the same in any worker and on resume.
+
+    ``utts[i]`` is the audio of example utterance ``i``; ``speeds[i]`` (default 1) the speed it is played at
+    (frames and starts count perturbed time; only the chunk's stretch of audio is perturbed);
+    ``speakers[i]`` (default the data dir's speaker of ``utts[i]``) the speaker training-set babble leaves out.
+    ``audio``: a waveform :class:`FeatureCache` (``kind="waveform"``) of the data dir, read instead of decoding
+    the utterance's file for every chunk.
     """
 
     def __init__(self, data, utts: list[str], labels, cfg: FeatureConfig, augmenter=None,
-                 augment_prob: float = 0.5, seed: int = 0):
+                 augment_prob: float = 0.5, seed: int = 0, speeds=None, speakers=None, spec_augment=None,
+                 audio: FeatureCache | None = None):
         self.data, self.utts, self.cfg, self.augmenter, self.seed = data, utts, cfg, augmenter, seed
-        self.augment_prob = augment_prob
+        self.augment_prob, self.spec_augment = augment_prob, spec_augment
         self.labels = np.asarray(labels, dtype=np.int64)
+        self.speeds = np.ones(len(utts)) if speeds is None else np.asarray(speeds, dtype=np.float64)
+        self.speakers = [data.utt2spk[u] for u in utts] if speakers is None else list(speakers)
         self.shift = _window_shift(cfg)[1]
+        self.audio = audio
+        self._audio_index = None if audio is None else {u: i for i, u in enumerate(audio.utts)}
 
-    def _chunk(self, utt: str, start: int, frames: int, rng) -> np.ndarray:
-        wave, _ = self.data.load_audio(utt, sample_rate=self.cfg.sample_rate)
-        n = sample_count(frames, self.cfg)
-        first = start * self.shift
-        piece = wave[first:first + n] if len(wave) >= first + n else np.resize(wave, n)
+    def _wave(self, utt: str) -> np.ndarray:
+        """The samples of ``utt`` at the feature rate (a memory-map view when cached)."""
+        if self.audio is not None:
+            return self.audio[self._audio_index[utt]][:, 0]
+        return self.data.load_audio(utt, sample_rate=self.cfg.sample_rate)[0]
+
+    def _piece(self, wave: np.ndarray, first: int, n: int, speed: float) -> np.ndarray:
+        """Samples ``[first, first + n)`` of ``wave`` played ``speed`` times faster (tiled when short)."""
+        if speed == 1.0:
+            piece = wave[first:first + n] if len(wave) >= first + n else np.resize(wave, n)
+            return np.asarray(piece, dtype=np.float32)
+        from spkver.data.augment import speed_perturb
+
+        sr = self.cfg.sample_rate
+        step = int(round(sr * speed))
+        g = math.gcd(step, sr)
+        p, q = step // g, sr // g  # input samples k * p land exactly on output samples k * q
+        pad = 64  # resampling filter context on either side
+        k = max(0, int(first * speed) - pad) // p
+        lo, skip = k * p, first - k * q
+        need = int(np.ceil((skip + n + 1) * speed)) + pad
+        src = wave[lo:lo + need] if len(wave) >= lo + need else np.resize(wave, lo + need)[lo:]
+        src = np.asarray(src, dtype=np.float32)
+        out = speed_perturb(src, sr, speed)[skip:skip + n]
+        return out if len(out) == n else np.resize(out, n)
+
+    def _chunk(self, u: int, start: int, frames: int, rng) -> np.ndarray:
+        piece = self._piece(self._wave(self.utts[u]), start * self.shift, sample_count(frames, self.cfg),
+                            float(self.speeds[u]))
         if self.augmenter is not None and rng.random() < self.augment_prob:
-            piece = self.augmenter(piece, seed=int(rng.integers(2**63)))
+            piece = self.augmenter(piece, seed=int(rng.integers(2**63)), speaker=self.speakers[u])
         feats = compute_features(np.asarray(piece, dtype=np.float32), self.cfg).numpy()
         return cut(feats, 0, frames)
 
@@ -351,14 +264,20 @@ class AudioChunks(Dataset):
         with single_thread():
             for row, (u, s, n) in enumerate(batch.rows):
                 rng = np.random.default_rng([self.seed, batch.epoch, batch.index, row])
-                out.append(self._chunk(self.utts[u], int(s), int(n), rng))
+                feats = self._chunk(int(u), int(s), int(n), rng)
+                if self.spec_augment is not None:
+                    feats = self.spec_augment(feats, _mask_rng(self.seed, batch, row))
+                out.append(feats)
         return torch.from_numpy(np.stack(out)), torch.from_numpy(self.labels[batch.rows[:, 0]])
 
 
 # ---------------------------------------------------------------------------------------- training set
 @dataclass
 class TrainingSet:
-    """Everything the training loop reads: the loader, its sampler, the speakers and what was left out."""
+    """Everything the training loop reads: the loader, its sampler, the speakers and what was left out.
+
+    ``utts`` and ``speakers`` include the speed-perturbed copies (``sp0.9-UTT``, ``sp0.9-SPK``).
+    """
 
     speakers: list[str]
     utts: list[str]
@@ -375,28 +294,85 @@ class TrainingSet:
                           generator=torch.Generator().manual_seed(self.sampler.seed + epoch))
 
 
+def speed_name(name: str, speed: float) -> str:
+    """The id of ``name`` (an utterance or a speaker) in the copy played ``speed`` times faster."""
+    return name if speed == 1.0 else f"sp{speed:g}-{name}"
+
+
+def _check_speed_copies(data, utts, lengths, speeds, shift_s: float, min_seconds: float) -> None:
+    """``ValueError`` naming ``data.speed_perturb``, the factor and the speaker when a perturbed copy of a
+    speaker has less than ``min_seconds`` of audio (one chunk)."""
+    total: dict[tuple[float, str], float] = {}
+    for utt, n, f in zip(utts, lengths, speeds):
+        if f != 1.0:
+            key = (f, data.utt2spk[utt])
+            total[key] = total.get(key, 0.0) + n * shift_s
+    for (f, spk), seconds in sorted(total.items()):
+        if seconds < min_seconds:
+            raise ValueError(f"data.speed_perturb: factor {f:g} leaves speaker {spk!r} (as {speed_name(spk, f)!r}) "
+                             f"with {seconds:.2f} s of audio, less than chunk_min_seconds = {min_seconds:g} s")
+
+
+def _augmenter(data, utts, features: FeatureConfig, data_cfg, cache_dir, seed: int):
+    """The ``Augmenter`` of ``data_cfg.augment``, its babble pool built from ``utts`` of ``data``."""
+    from spkver.data.augment import Augmenter
+
+    settings = dict(data_cfg.augment)
+    pool = settings.get("babble_pool")
+    if pool is not None and pool is not False and not hasattr(pool, "talkers"):
+        from spkver.data.babble import BabblePool
+
+        options = {} if pool is True else dict(pool)
+        try:
+            settings["babble_pool"] = BabblePool.build(data, features.sample_rate, folder=Path(cache_dir) / "babble",
+                                                       utts=utts, **options)
+        except TypeError as err:
+            raise ValueError(f"augment.babble_pool: {err}") from None
+    if settings.get("simulate_rir") and settings.get("rir_cache") is None:
+        settings["rir_cache"] = str(Path(cache_dir) / "rirs")
+    return Augmenter(**settings, sample_rate=features.sample_rate, seed=seed)
+
+
 def training_set(data, features: FeatureConfig, data_cfg, cache_dir: str | os.PathLike, seed: int = 0,
                  rank: int = 0, world_size: int = 1, skip_bad: bool = False, progress: bool = False
                  ) -> TrainingSet:
     """Build the training examples of data dir ``data`` for a ``spkver.config.DataConfig``.
 
-    ``cache_dir`` holds the feature cache (or, on the fly, the scanned utterance lengths). With several ranks
-    the caller lets rank 0 build the cache first (see ``spkver.train``). Raises :class:`AudioError` for the
-    first unreadable utterance unless ``skip_bad``.
+    ``cache_dir`` holds the feature caches (or, on the fly, the scanned utterance lengths or, with
+    ``audio_cache``, the decoded audio), the babble pool and the simulated RIRs. With several ranks the caller
+    lets rank 0 build the caches first (see ``spkver.train``). Raises :class:`AudioError` for the first
+    unreadable utterance unless ``skip_bad``; ``ValueError`` naming the setting for a speed factor that leaves a
+    speaker with less than one chunk of audio, a babble pool with too few speakers, or SpecAugment on waveform
+    features.
     """
     shift_s = features.frame_shift_ms / 1000
     min_frames = max(1, int(round(data_cfg.chunk_min_seconds / shift_s)))
     max_frames = max(min_frames, int(round(data_cfg.chunk_max_seconds / shift_s)))
     on_the_fly = data_cfg.on_the_fly
-    if on_the_fly and not skip_bad and data.utt2dur and all(u in data.utt2dur for u in data.utts):
+    speeds = [1.0] + [float(f) for f in (data_cfg.speed_perturb or [])]
+    spec_augment = None
+    if data_cfg.spec_augment is not None:
+        from spkver.data.specaug import SpecAugment
+
+        if features.kind == "waveform":
+            raise ValueError("data.spec_augment masks feature bins and frames: not for waveform features")
+        spec_augment = SpecAugment(**data_cfg.spec_augment)
+    caches, audio = [], None
+    if on_the_fly and data_cfg.audio_cache:
+        wave_cfg = FeatureConfig(kind="waveform", sample_rate=features.sample_rate)
+        audio = FeatureCache.build(data, wave_cfg, cache_dir, "float16", num_workers=data_cfg.num_workers,
+                                   progress=progress)
+        utts, bad, samples = audio.utts, audio.bad, [int(n) for n in audio.lengths]
+    elif on_the_fly and not skip_bad and data.utt2dur and all(u in data.utt2dur for u in data.utts):
         utts = data.utts
-        lengths = [frame_count(int(round(data.utt2dur[u] * features.sample_rate)), features) for u in utts]
+        samples = [int(round(data.utt2dur[u] * features.sample_rate)) for u in utts]
         bad = {}
     else:
         cache = FeatureCache.build(data, features, cache_dir, data_cfg.cache_dtype, with_features=not on_the_fly,
                                    num_workers=data_cfg.num_workers, progress=progress)
         utts, bad = cache.utts, cache.bad
-        lengths = cache.lengths if not on_the_fly else [frame_count(int(n), features) for n in cache.lengths]
+        samples = None if not on_the_fly else [int(n) for n in cache.lengths]
+        caches = [cache]
     if bad and not skip_bad:
         first = next(iter(bad))
         raise AudioError(f"{bad[first]} ({len(bad)} unusable utterance(s); --skip-bad leaves them out; in "
@@ -405,18 +381,31 @@ def training_set(data, features: FeatureConfig, data_cfg, cache_dir: str | os.Pa
         log.warning("left out %d unusable utterance(s): %s", len(bad), ", ".join(sorted(bad)))
     if not utts:
         raise ValueError(f"{data.path}: no usable training utterances")
-    speakers = sorted({data.utt2spk[u] for u in utts}, key=lambda s: s.encode())
+    sources, item_speed, lengths = [], [], []
+    for f in speeds:
+        if on_the_fly:
+            part = list(utts)
+            lengths += [frame_count(int(np.ceil(n / f)), features) for n in samples]
+        else:
+            if f != 1.0:
+                caches.append(FeatureCache.build(data, features, cache_dir, data_cfg.cache_dtype,
+                                                 num_workers=data_cfg.num_workers, progress=progress, speed=f))
+            part = caches[-1].utts
+            lengths += list(caches[-1].lengths)
+        sources += part
+        item_speed += [f] * len(part)
+    _check_speed_copies(data, sources, lengths, item_speed, shift_s, data_cfg.chunk_min_seconds)
+    item_speakers = [speed_name(data.utt2spk[u], f) for u, f in zip(sources, item_speed)]
+    speakers = sorted(set(item_speakers), key=lambda s: s.encode())
     spk_index = {s: k for k, s in enumerate(speakers)}
-    labels = np.array([spk_index[data.utt2spk[u]] for u in utts], dtype=np.int64)
+    labels = np.array([spk_index[s] for s in item_speakers], dtype=np.int64)
     sampler = ChunkSampler(lengths, labels, data_cfg.batch_size, data_cfg.examples_per_epoch, min_frames,
                            max_frames, data_cfg.speaker_balanced, seed, rank, world_size)
     if on_the_fly:
-        augmenter = None
-        if data_cfg.augment:
-            from spkver.data.augment import Augmenter
-
-            augmenter = Augmenter(**data_cfg.augment, sample_rate=features.sample_rate, seed=seed)
-        dataset = AudioChunks(data, utts, labels, features, augmenter, data_cfg.augment_prob, seed)
+        augmenter = _augmenter(data, utts, features, data_cfg, cache_dir, seed) if data_cfg.augment else None
+        dataset = AudioChunks(data, sources, labels, features, augmenter, data_cfg.augment_prob, seed,
+                              speeds=item_speed, spec_augment=spec_augment, audio=audio)
     else:
-        dataset = CachedChunks(cache, labels)
-    return TrainingSet(speakers, utts, sampler, dataset, data_cfg.num_workers, bad)
+        dataset = CachedChunks(caches, labels, spec_augment, seed)
+    items = [speed_name(u, f) for u, f in zip(sources, item_speed)]
+    return TrainingSet(speakers, items, sampler, dataset, data_cfg.num_workers, bad)
