@@ -17,10 +17,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
+
+from spkver.data.cache import build_folder
 
 MIN_OTHER_SPEAKERS = 4
 _PEAK = 0.9
@@ -141,23 +142,12 @@ class BabblePool:
         audio = np.concatenate(pieces) if pieces else np.zeros(0, np.int16)
         if target is None:
             return cls(audio, offsets, lengths, speakers, sample_rate)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        try:
+        with build_folder(target, "meta.json") as tmp:
             np.save(tmp / "audio.npy", audio)
             np.savez(tmp / "index.npz", offsets=offsets, lengths=lengths, speakers=np.array(speakers, dtype=str))
             (tmp / "meta.json").write_text(json.dumps({"sample_rate": int(sample_rate), "seconds": seconds,
                                                        "utts_per_speaker": utts_per_speaker, "seed": seed,
                                                        "data": str(data.path)}, indent=1))
-            try:
-                os.rename(tmp, target)
-            except OSError:  # built concurrently by another process: use theirs
-                if not (target / "meta.json").is_file():
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return cls._open(target)
 
     @classmethod

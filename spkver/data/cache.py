@@ -27,6 +27,29 @@ from spkver.progress import progress as show_progress
 
 
 @contextlib.contextmanager
+def build_folder(target: Path, done_file: str):
+    """Build the folder ``target`` at once: yields a temporary sibling to fill, renamed to ``target`` when the
+    block succeeds (an empty ``target`` is replaced). If another process finished ``target`` first (it holds
+    ``done_file``), theirs is kept. The temporary folder is removed in any case. (A whole folder, not a file,
+    so not ``scoring._base.atomic_write``.)"""
+    target = Path(target)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if target.is_dir() and not any(target.iterdir()):
+            target.rmdir()
+        try:
+            os.rename(tmp, target)
+        except OSError:  # built concurrently by another process: use theirs
+            if not (target / done_file).is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def single_thread():
     """Run torch on one thread inside the block. Feature extraction is a chain of small ops that intra-op
     threads slow down (several times on a busy 2-core machine); loader workers already run single-threaded."""
@@ -153,11 +176,6 @@ class FeatureCache:
         folder = Path(root) / _cache_key(data, utts, cfg, dtype, with_features, speed)
         if (folder / "meta.json").is_file():
             return cls(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        # A whole folder appears at once (renamed when complete): not a file, so not scoring.io.atomic_write.
-        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
         loader = DataLoader(_UttItems(data, utts, cfg, with_features, speed), batch_size=None,
                             num_workers=num_workers, worker_init_fn=_single_thread_worker,
                             generator=torch.Generator())  # leaves the global RNG alone
@@ -165,7 +183,7 @@ class FeatureCache:
         loader = show_progress(loader, total=len(utts), desc=desc,
                                unit="utt", disable=not progress)
         kept, offsets, lengths, bad, offset, dim = [], [], [], {}, 0, cfg.dim
-        try:
+        with build_folder(folder, "meta.json") as tmp:
             with open(tmp / "feats.bin", "wb") as out:
                 for i, value, error in loader:
                     if error is not None:
@@ -184,11 +202,4 @@ class FeatureCache:
             (tmp / "meta.json").write_text(json.dumps(
                 {"dim": dim, "dtype": dtype, "bad": bad, "with_features": with_features, "speed": float(speed),
                  "features": cfg.to_dict(), "data": str(data.path)}, indent=1))
-            try:
-                os.rename(tmp, folder)
-            except OSError:  # built concurrently by another process: use theirs
-                if not (folder / "meta.json").is_file():
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return cls(folder)

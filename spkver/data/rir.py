@@ -26,10 +26,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
+
+from spkver.data.cache import build_folder
 
 SPEED_OF_SOUND = 343.0
 RT60_RANGE = (0.05, 3.0)     # seconds: sane targets lie in (0, 3]
@@ -199,11 +200,7 @@ def simulate_rirs(out_dir: str | os.PathLike, count: int = 100, sample_rate: int
         return [out_dir / item["file"] for item in old["rirs"]]
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ValueError(f"{out_dir} is not empty and has no manifest.json: not a folder of simulated RIRs")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with build_folder(out_dir, "manifest.json") as tmp:
         rirs = []
         for i in range(settings["count"]):
             room_i = _draw_room(settings, i)
@@ -213,15 +210,6 @@ def simulate_rirs(out_dir: str | os.PathLike, count: int = 100, sample_rate: int
             write_audio(tmp / name, taps, settings["sample_rate"], subtype="FLOAT")
             rirs.append({"file": name, **room_i})
         (tmp / "manifest.json").write_text(json.dumps({"settings": settings, "rirs": rirs}, indent=1))
-        if out_dir.exists():
-            out_dir.rmdir()  # empty (checked above)
-        try:
-            os.rename(tmp, out_dir)
-        except OSError:  # made concurrently by another process: use theirs if it matches
-            if not manifest.is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return simulate_rirs(out_dir, **{k: settings[k] for k in settings})
 
 
