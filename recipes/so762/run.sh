@@ -49,7 +49,7 @@ usage="usage: $0 [--name value ...]
   --conf PREFIX                configuration prefix: '' uses conf/baseline.yaml and conf/proposed.yaml,
                                'debug' conf/debug_*.yaml (tiny models), 'ecapa' conf/ecapa_*.yaml
                                (ECAPA-TDNN), 'augment' conf/augment_*.yaml (augmentation from the
-                               training set); score/eval options: conf/*.conf
+                               training set), 'augment_ecapa' (both); score/eval options: conf/*.conf
   --data DIR / --exp DIR       prepared data dirs (default data) / models, embeddings, scores (default exp)
   --nj N                       parallel jobs (default 1)
   --device DEV                 cpu, cuda, cuda:1 ... for training and extraction
