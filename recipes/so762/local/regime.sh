@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Where should the Bayesian x-vector help? The baseline, the proposed model, their fusion and the fusion of two
+# baselines (the ensemble control) at points of scarcer data or harder tests than the main run's, each point a run
+# of ./run.sh in its own folder (the main run's configuration unless said), scored and evaluated the same way:
+#
+#   short  the main run's models (reused, not retrained) on dev and dev_tel cut to --short-seconds excerpts
+#          (spkver prepare channel --channel short; the same excerpt of an utterance in both sets)
+#   long   trained twice as long as the main run (conf/regime/long_*.yaml: 6 epochs instead of 3; the baseline's
+#          training accuracy is near 1 after 3 epochs already)
+#   spkN   trained on N of the 125 training speakers (drawn with a fixed seed; the back-ends too see only them)
+#
+#   local/regime.sh [--exp exp] [--out exp_regime] [--data data] [--points "short long spk40"] [--seeds "0 1"]
+#                   [--short-seconds 1] [--nj 1]
+#
+# Per point: OUT/POINT/results.md (./run.sh's tables: mean ± sd over the seeds) and OUT/POINT/control.md
+# (local/fusion_control.sh: the fusion of two baselines of different seeds, of two proposed models, and of the
+# baseline with the proposed model); local/regime_table.sh puts the points side by side. Resumable: each point's
+# ./run.sh keeps its markers. Run from recipes/so762 after the main run (stages 1-4 of ./run.sh).
+set -euo pipefail
+
+exp=exp
+out=exp_regime
+data=data
+points="short long spk40"
+seeds="0 1"
+short_seconds=1
+nj=1
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --exp) exp=$2 ;;
+    --out) out=$2 ;;
+    --data) data=$2 ;;
+    --points) points=$2 ;;
+    --seeds) seeds=$2 ;;
+    --short-seconds) short_seconds=$2 ;;
+    --nj) nj=$2 ;;
+    *) echo "regime.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift 2
+done
+die() { echo "regime.sh: $*" >&2; exit 2; }
+read -ra seed_list <<<"$seeds"
+((${#seed_list[@]} >= 2)) || die "--seeds must list at least two seeds (the control fuses two baselines)"
+for point in $points; do
+  [[ $point == short || $point == long || $point =~ ^spk[0-9]+$ ]] || die "unknown point $point (short, long, spkN)"
+done
+[[ $short_seconds =~ ^[0-9]+([.][0-9]+)?$ ]] || die "--short-seconds must be a positive number, got '$short_seconds'"
+[[ -f $data/train/spk2utt && -f $data/dev/trials && -d $data/dev_tel ]] || die "$data: run stage 1 of ./run.sh first"
+mkdir -p "$out"
+
+# reuse_models RUN: the main run's models and training-set embeddings of every seed, with their markers
+reuse_models() {
+  local run=$1 seed system marker
+  [[ -d $exp/.done ]] || die "$exp is not a finished main run (no $exp/.done)"
+  mkdir -p "$run/.done"
+  for seed in "${seed_list[@]}"; do
+    for system in baseline proposed; do
+      [[ -f $exp/seed$seed/$system/final.pt && -f $exp/seed$seed/emb/$system/train.npz ]] ||
+        die "$exp/seed$seed: no trained $system with training embeddings (run stages 2-4 with --seeds $seed)"
+      [[ -e $run/seed$seed/$system ]] || cp -r "$exp/seed$seed/$system" "$run/seed$seed/$system"
+      mkdir -p "$run/seed$seed/emb/$system"
+      [[ -e $run/seed$seed/emb/$system/train.npz ]] ||
+        cp "$exp/seed$seed/emb/$system/train.npz" "$run/seed$seed/emb/$system/train.npz"
+      for marker in "seed$seed.train_$system" "seed$seed.extract_${system}_train"; do
+        touch "$run/.done/$marker"
+      done
+    done
+  done
+}
+
+# subset_speakers SRC DST N: the data dir SRC restricted to N of its speakers (a fixed draw)
+subset_speakers() {
+  local src=$1 dst=$2 n=$3 f
+  (($(wc -l <"$src/spk2utt") >= n)) || die "$src has fewer than $n speakers"
+  mkdir -p "$dst"
+  cut -d' ' -f1 "$src/spk2utt" | sort | shuf -n "$n" --random-source=<(yes) | sort >"$dst/.speakers"
+  awk 'NR == FNR { keep[$1]; next } $1 in keep' "$dst/.speakers" "$src/spk2utt" >"$dst/spk2utt"
+  awk 'NR == FNR { keep[$1]; next } $2 in keep' "$dst/.speakers" "$src/utt2spk" >"$dst/utt2spk"
+  [[ ! -f $src/spk2gender ]] ||
+    awk 'NR == FNR { keep[$1]; next } $1 in keep' "$dst/.speakers" "$src/spk2gender" >"$dst/spk2gender"
+  for f in wav.scp utt2dur; do
+    [[ ! -f $src/$f ]] || awk 'NR == FNR { keep[$1]; next } $1 in keep' "$dst/utt2spk" "$src/$f" >"$dst/$f"
+  done
+}
+
+for point in $points; do
+  run=$out/$point
+  mkdir -p "$run"
+  [[ -e $run/feats ]] || ln -s "$(realpath "$exp/feats")" "$run/feats"  # the main run's feature cache
+  point_data=$(realpath "$data")
+  args=(--stage 2) conf=()
+  case $point in
+    short)
+      point_data=$(realpath "$out")/data_short
+      mkdir -p "$point_data"
+      ln -sfn "$(realpath "$data/train")" "$point_data/train"
+      for set in dev dev_tel; do
+        spkver prepare channel --data "$data/$set" --out "$point_data/$set" --channel short \
+          --max-seconds "$short_seconds" --seed 0
+      done
+      cp "$data/dev/trials" "$point_data/dev/trials"
+      reuse_models "$run"
+      args=(--stage 4) ;;
+    long)
+      conf=(--conf regime/long) ;;
+    spk*)
+      point_data=$(realpath "$out")/data_$point
+      subset_speakers "$data/train" "$point_data/train" "${point#spk}"
+      for set in dev dev_tel; do ln -sfn "$(realpath "$data/$set")" "$point_data/$set"; done ;;
+  esac
+  echo "=== point $point: ./run.sh ${args[*]} ${conf[*]} --data $point_data --exp $run --seeds \"$seeds\""
+  ./run.sh "${args[@]}" "${conf[@]}" --data "$point_data" --exp "$run" --seeds "$seeds" --nj "$nj" --stop-stage 6
+  ./run.sh --stage 8 "${conf[@]}" --data "$point_data" --exp "$run" --seeds "$seeds" --nj "$nj"
+  local/fusion_control.sh --exp "$run" --seeds "$seeds" >"$run/control.md.tmp"
+  mv "$run/control.md.tmp" "$run/control.md"
+done
