@@ -57,8 +57,8 @@ reuse_models() {
     for system in baseline proposed; do
       [[ -f $exp/seed$seed/$system/final.pt && -f $exp/seed$seed/emb/$system/train.npz ]] ||
         die "$exp/seed$seed: no trained $system with training embeddings (run stages 2-4 with --seeds $seed)"
-      [[ -e $run/seed$seed/$system ]] || cp -r "$exp/seed$seed/$system" "$run/seed$seed/$system"
       mkdir -p "$run/seed$seed/emb/$system"
+      [[ -e $run/seed$seed/$system ]] || cp -r "$exp/seed$seed/$system" "$run/seed$seed/$system"
       [[ -e $run/seed$seed/emb/$system/train.npz ]] ||
         cp "$exp/seed$seed/emb/$system/train.npz" "$run/seed$seed/emb/$system/train.npz"
       for marker in "seed$seed.train_$system" "seed$seed.extract_${system}_train"; do
