@@ -2,7 +2,7 @@
 # a recipe's run.sh prepares its data (stage 1), registers its sets here, and calls these functions. Source after lib.sh.
 #
 # The recipe sets: common_dir, conf_dir, conf (configuration prefix: "" or e.g. "debug"), exp, nj, device,
-# mc_samples, init_from_baseline, train_dir (data dir of the training speakers: extractors and back-ends)
+# mc_samples, init_from_baseline, lda_dim (optional: overrides conf/*score_plda.conf's), train_dir (data dir of the training speakers: extractors and back-ends)
 # and conf_overrides (extra `section.key=value` settings for both systems: `spkver train --set`), then calls
 #
 #   add_embed_set NAME DATA_DIR        a data dir to extract embeddings of ("train" must be one of them)
@@ -81,6 +81,16 @@ read_opts() {
   read -ra "$1" <<<"$(sed -e 's/#.*//' "$2" | tr '\n' ' ')"
 }
 
+# plda_options ARRAY: the options of conf/[PREFIX_]score_plda.conf into ARRAY, with --lda-dim $lda_dim after them
+# when the recipe sets lda_dim (the last --lda-dim is the one spkver uses)
+plda_options() {
+  read_opts "$1" "$(conf_file score_plda.conf)"
+  if [[ -n ${lda_dim:-} ]]; then
+    local -n _plda_opts=$1
+    _plda_opts+=(--lda-dim "$lda_dim")
+  fi
+}
+
 # marker prefix of run folder OUT: "" for $exp itself, "seed0." for $exp/seed0
 _tag() {
   local rel=${1#"$exp"}
@@ -129,7 +139,7 @@ extract_embeddings() {
 score_eval_sets() {
   local out=$1 system name cosine_opts plda_opts
   read_opts cosine_opts "$(conf_file score_cosine.conf)"
-  read_opts plda_opts "$(conf_file score_plda.conf)"
+  plda_options plda_opts
   for system in "${systems[@]}"; do
     local emb=$out/emb/$system
     for name in "${eval_sets[@]}"; do
@@ -305,7 +315,7 @@ build_systems() {
     log "stage 7: eval set $cal has enrollment models, not utterances of one data dir: no system folders"
     return 0
   }
-  read_opts plda_opts "$(conf_file score_plda.conf)"
+  plda_options plda_opts
   for ((i = 0; i < ${#plda_opts[@]}; i++)); do
     [[ ${plda_opts[$i]} == --lda-dim ]] && lda=(--lda-dim "${plda_opts[$((i + 1))]}")
   done

@@ -42,7 +42,9 @@ device=
 seeds="0 1 2"
 init_from_baseline=false
 mc_samples=
-options=(stage stop_stage root conf data exp nj device seeds init_from_baseline mc_samples)
+overrides=
+lda_dim=
+options=(stage stop_stage root conf data exp nj device seeds init_from_baseline mc_samples overrides lda_dim)
 usage="usage: $0 [--name value ...]
   --stage N / --stop-stage M   run stages N..M (default 1..8)
   --root DIR                   the so762 folder (stage 1; layout at the top of this script)
@@ -55,12 +57,16 @@ usage="usage: $0 [--name value ...]
   --device DEV                 cpu, cuda, cuda:1 ... for training and extraction
   --seeds \"N ...\"              training seeds (default \"0 1 2\"): one baseline and one proposed model each
   --init-from-baseline true    initialise the Bayesian model's means from the trained baseline
-  --mc-samples K               Bayesian embeddings: average K sampled embeddings (default: posterior mean)"
+  --mc-samples K               Bayesian embeddings: average K sampled embeddings (default: posterior mean)
+  --overrides \"KEY=VALUE ...\"  settings for both systems over their configurations (spkver train --set),
+                               e.g. \"epochs=6\"
+  --lda-dim N                  LDA dimension of the PLDA back-end (default: conf/[PREFIX_]score_plda.conf's)"
 
 . "$common_dir/lib.sh"
 parse_options "$@"
 . "$common_dir/stages.sh"
 check_int nj
+[[ -z $lda_dim ]] || check_int lda_dim
 [[ $init_from_baseline == true || $init_from_baseline == false ]] || die "--init-from-baseline must be true or false"
 read -ra seed_list <<<"$seeds"
 ((${#seed_list[@]})) || die "--seeds lists no seed"
@@ -70,7 +76,10 @@ done
 mkdir -p "$data" "$exp"
 data=$(cd "$data" && pwd)
 exp=$(cd "$exp" && pwd)
-conf_overrides=()
+read -ra conf_overrides <<<"$overrides"
+for override in "${conf_overrides[@]}"; do
+  [[ $override == ?*=* ]] || die "--overrides: '$override' is not KEY=VALUE"
+done
 
 if stage_on 1; then
   log "stage 1: data preparation"

@@ -5,12 +5,15 @@
 #
 #   short  the main run's models (reused, not retrained) on dev and dev_tel cut to --short-seconds excerpts
 #          (spkver prepare channel --channel short; the same excerpt of an utterance in both sets)
-#   long   trained twice as long as the main run (conf/regime/long_*.yaml: 6 epochs instead of 3; the baseline's
-#          training accuracy is near 1 after 3 epochs already)
-#   spkN   trained on N of the 125 training speakers (drawn with a fixed seed; the back-ends too see only them)
+#   long   trained --long-epochs epochs (default 6, twice the main run's 3; the baseline's training accuracy is
+#          near 1 after 3 epochs already)
+#   spkN   trained on N of the 125 training speakers (drawn with a fixed seed); the back-ends too see only them,
+#          the PLDA's LDA keeping N - 1 dimensions (the most N speakers give)
 #
 #   local/regime.sh [--exp exp] [--out exp_regime] [--data data] [--points "short long spk40"] [--seeds "0 1"]
-#                   [--short-seconds 1] [--nj 1]
+#                   [--short-seconds 1] [--long-epochs 6] [--conf ""] [--nj 1]
+#
+# --conf is the main run's configuration prefix (./run.sh --conf; e.g. debug).
 #
 # Per point: OUT/POINT/results.md (./run.sh's tables: mean ± sd over the seeds) and OUT/POINT/control.md
 # (local/fusion_control.sh: the fusion of two baselines of different seeds, of two proposed models, and of the
@@ -24,6 +27,8 @@ data=data
 points="short long spk40"
 seeds="0 1"
 short_seconds=1
+long_epochs=6
+conf=
 nj=1
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -33,6 +38,8 @@ while [[ $# -gt 0 ]]; do
     --points) points=$2 ;;
     --seeds) seeds=$2 ;;
     --short-seconds) short_seconds=$2 ;;
+    --long-epochs) long_epochs=$2 ;;
+    --conf) conf=$2 ;;
     --nj) nj=$2 ;;
     *) echo "regime.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -44,6 +51,7 @@ read -ra seed_list <<<"$seeds"
 for point in $points; do
   [[ $point == short || $point == long || $point =~ ^spk[0-9]+$ ]] || die "unknown point $point (short, long, spkN)"
 done
+[[ $long_epochs =~ ^[1-9][0-9]*$ ]] || die "--long-epochs must be a positive integer, got '$long_epochs'"
 [[ $short_seconds =~ ^[0-9]+([.][0-9]+)?$ ]] || die "--short-seconds must be a positive number, got '$short_seconds'"
 [[ -f $data/train/spk2utt && -f $data/dev/trials && -d $data/dev_tel ]] || die "$data: run stage 1 of ./run.sh first"
 mkdir -p "$out"
@@ -71,7 +79,7 @@ reuse_models() {
 # subset_speakers SRC DST N: the data dir SRC restricted to N of its speakers (a fixed draw)
 subset_speakers() {
   local src=$1 dst=$2 n=$3 f
-  (($(wc -l <"$src/spk2utt") >= n)) || die "$src has fewer than $n speakers"
+  ((n >= 2 && $(wc -l <"$src/spk2utt") > n)) || die "spk$n: needs 2 <= N < the $(wc -l <"$src/spk2utt") speakers of $src"
   mkdir -p "$dst"
   cut -d' ' -f1 "$src/spk2utt" | sort | shuf -n "$n" --random-source=<(yes) | sort >"$dst/.speakers"
   awk 'NR == FNR { keep[$1]; next } $1 in keep' "$dst/.speakers" "$src/spk2utt" >"$dst/spk2utt"
@@ -88,7 +96,7 @@ for point in $points; do
   mkdir -p "$run"
   [[ -e $run/feats ]] || ln -s "$(realpath "$exp/feats")" "$run/feats"  # the main run's feature cache
   point_data=$(realpath "$data")
-  args=(--stage 2) conf=()
+  args=(--stage 2) common=(--conf "$conf" --seeds "$seeds" --nj "$nj")
   case $point in
     short)
       point_data=$(realpath "$out")/data_short
@@ -102,15 +110,16 @@ for point in $points; do
       reuse_models "$run"
       args=(--stage 4) ;;
     long)
-      conf=(--conf regime/long) ;;
+      args+=(--overrides "epochs=$long_epochs") ;;
     spk*)
       point_data=$(realpath "$out")/data_$point
       subset_speakers "$data/train" "$point_data/train" "${point#spk}"
-      for set in dev dev_tel; do ln -sfn "$(realpath "$data/$set")" "$point_data/$set"; done ;;
+      for set in dev dev_tel; do ln -sfn "$(realpath "$data/$set")" "$point_data/$set"; done
+      common+=(--lda-dim "$((${point#spk} - 1))") ;;
   esac
-  echo "=== point $point: ./run.sh ${args[*]} ${conf[*]} --data $point_data --exp $run --seeds \"$seeds\""
-  ./run.sh "${args[@]}" "${conf[@]}" --data "$point_data" --exp "$run" --seeds "$seeds" --nj "$nj" --stop-stage 6
-  ./run.sh --stage 8 "${conf[@]}" --data "$point_data" --exp "$run" --seeds "$seeds" --nj "$nj"
+  echo "=== point $point: ./run.sh ${args[*]} --data $point_data --exp $run ${common[*]}"
+  ./run.sh "${args[@]}" --data "$point_data" --exp "$run" "${common[@]}" --stop-stage 6
+  ./run.sh --stage 8 --data "$point_data" --exp "$run" "${common[@]}"
   local/fusion_control.sh --exp "$run" --seeds "$seeds" >"$run/control.md.tmp"
   mv "$run/control.md.tmp" "$run/control.md"
 done
