@@ -219,13 +219,46 @@ def test_so762_calibration_protocol(so762_debug):
     assert "run:" not in rerun.stderr and "skip: seed3.calibrate_tel_baseline_cal" in rerun.stderr
 
 
+def test_so762_regime_study(tmp_path):
+    """local/regime.sh on a two-seed debug run: the short point reuses the main run's models (copied, with their
+    markers: nothing is retrained) on 1 s excerpts, with its tables over the seeds and the two-baseline fusion
+    control; bad points and settings are refused before anything is written."""
+    so762_corpus(tmp_path / "so762")
+    _recipe("so762", ["--root", "so762", "--conf", "debug", "--seeds", "0 1", "--stop-stage", 4, "--nj", 2], tmp_path)
+    script = ["bash", RECIPES / "so762" / "local" / "regime.sh", "--conf", "debug", "--seeds", "0 1",
+              "--points", "short", "--nj", 2]
+    assert "at least two seeds" in _run(script[:2] + ["--seeds", "0"], tmp_path, 2).stderr
+    assert "unknown point spk" in _run(script[:2] + ["--points", "spk"], tmp_path, 2).stderr
+    assert "needs 2 <= N < the 6 speakers" in _run(script[:2] + ["--points", "short spk6"], tmp_path, 2).stderr
+    assert "--long-epochs must be" in _run(script[:2] + ["--points", "long", "--long-epochs", "0"], tmp_path, 2).stderr
+    assert not (tmp_path / "exp_regime").exists()
+    run = _run(script, tmp_path)
+    assert "run: seed0.train" not in run.stderr and "run: seed0.extract_baseline_train" not in run.stderr
+    regime = tmp_path / "exp_regime"
+    durations = [float(line.split()[1]) for line in (regime / "data_short" / "dev_tel" / "utt2dur").read_text()
+                 .splitlines()]
+    assert max(durations) <= 1.0 + 1e-3 and (regime / "data_short" / "dev" / "trials").exists()
+    for seed in (0, 1):
+        main, short = (tmp_path / "exp" / f"seed{seed}", regime / "short" / f"seed{seed}")
+        assert (short / "baseline" / "final.pt").read_bytes() == (main / "baseline" / "final.pt").read_bytes()
+        assert (short / "scores" / "dev_tel" / "plda_proposed.txt").stat().st_size > 0
+    text = (regime / "short" / "results.md").read_text()
+    assert text.startswith("# Results over 2 seed(s): 0 1")
+    rows = next(iter(_tables((regime / "short" / "control.md").read_text()).values()))
+    assert ["in-domain, baseline+baseline", "plda"] in [r[:2] for r in rows]
+    # the long point's setting: ./run.sh --overrides reaches the configuration a model is trained with
+    _recipe("so762", ["--stage", 2, "--stop-stage", 2, "--conf", "debug", "--seeds", 0, "--exp", "exp_long",
+                      "--overrides", "epochs=2"], tmp_path)
+    assert yaml.safe_load((tmp_path / "exp_long" / "seed0" / "baseline" / "config.yaml").read_text())["epochs"] == 2
+
+
 # ---------------------------------------------------------------------------------------------- helpers
 @pytest.mark.parametrize("recipe", ["voxceleb", "sre10", "so762"])
 def test_configurations_load_and_pair_up(recipe):
     from spkver.config import load_config
 
     conf = RECIPES / recipe / "conf"
-    prefixes = [p for p in ("", "debug_", "ecapa_", "debug_ecapa_", "augment_", "debug_augment_")
+    prefixes = [p for p in ("", "debug_", "ecapa_", "debug_ecapa_", "augment_", "debug_augment_", "augment_ecapa_")
                 if (conf / f"{p}baseline.yaml").exists()]
     assert "ecapa_" in prefixes
     for prefix in prefixes:
@@ -269,6 +302,10 @@ def test_options_are_checked(tmp_path):
     assert "--nj must be a positive integer" in bad.stderr
     bad = _recipe("so762", ["--seeds", "0 x"], tmp_path, expect_rc=1)
     assert "--seeds must list integers" in bad.stderr
+    bad = _recipe("so762", ["--overrides", "epochs=2 kl_weight"], tmp_path, expect_rc=1)
+    assert "--overrides: 'kl_weight' is not KEY=VALUE" in bad.stderr
+    bad = _recipe("so762", ["--lda-dim", "x"], tmp_path, expect_rc=1)
+    assert "--lda-dim must be a positive integer" in bad.stderr
     assert "--stage N" in _recipe("sre10", ["--help"], tmp_path).stdout
     assert not (tmp_path / "exp").exists()
 
@@ -364,11 +401,12 @@ def test_fusion_control_table_is_the_fusion_of_the_seed_pairs(tmp_path):
 
 def test_study_table_puts_variants_beside_the_main_run(tmp_path):
     _scored_runs(tmp_path)
+    (tmp_path / "exp_study" / "data_short" / "dev").mkdir(parents=True)  # a data dir (local/regime.sh): no run
     script = ["bash", RECIPES / "so762" / "local" / "study_table.sh"]
     out = _run(script + ["--seeds", "0 1"], tmp_path).stdout
     rows = next(iter(_tables(out).values()))
     assert {r[0] for r in rows} == {"main run: in-domain", "main run: telephone", "kl1: in-domain", "kl1: telephone"}
-    assert "not scored for every seed (0 1): half" in out
+    assert "not scored for every seed (0 1): half\n" in out
     row = next(r for r in rows if r[:2] == ["kl1: in-domain", "cosine"])
     files = [tmp_path / "exp_study" / "kl1" / f"seed{s}" / "scores" / "dev" / "cosine_proposed.txt" for s in (0, 1)]
     values = np.array([_metrics_of(tmp_path / "data" / "dev" / "trials", f) for f in files])

@@ -2,7 +2,8 @@
 # a recipe's run.sh prepares its data (stage 1), registers its sets here, and calls these functions. Source after lib.sh.
 #
 # The recipe sets: common_dir, conf_dir, conf (configuration prefix: "" or e.g. "debug"), exp, nj, device,
-# mc_samples, init_from_baseline, lda_dim (optional: overrides conf/*score_plda.conf's), train_dir (data dir of the training speakers: extractors and back-ends)
+# mc_samples, init_from_baseline, lda_dim (optional: overrides conf/*score_plda.conf's), train_dir (data dir of
+# the training speakers: extractors and back-ends)
 # and conf_overrides (extra `section.key=value` settings for both systems: `spkver train --set`), then calls
 #
 #   add_embed_set NAME DATA_DIR        a data dir to extract embeddings of ("train" must be one of them)

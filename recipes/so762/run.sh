@@ -73,13 +73,13 @@ read -ra seed_list <<<"$seeds"
 for seed in "${seed_list[@]}"; do
   [[ $seed =~ ^[0-9]+$ ]] || die "--seeds must list integers >= 0, got '$seed'"
 done
-mkdir -p "$data" "$exp"
-data=$(cd "$data" && pwd)
-exp=$(cd "$exp" && pwd)
 read -ra conf_overrides <<<"$overrides"
 for override in "${conf_overrides[@]}"; do
   [[ $override == ?*=* ]] || die "--overrides: '$override' is not KEY=VALUE"
 done
+mkdir -p "$data" "$exp"
+data=$(cd "$data" && pwd)
+exp=$(cd "$exp" && pwd)
 
 if stage_on 1; then
   log "stage 1: data preparation"

@@ -17,10 +17,12 @@
 #
 # Per point: OUT/POINT/results.md (./run.sh's tables: mean ± sd over the seeds) and OUT/POINT/control.md
 # (local/fusion_control.sh: the fusion of two baselines of different seeds, of two proposed models, and of the
-# baseline with the proposed model); local/regime_table.sh puts the points side by side. Resumable: each point's
-# ./run.sh keeps its markers. Run from recipes/so762 after the main run (stages 1-4 of ./run.sh).
+# baseline with the proposed model); `local/study_table.sh --study OUT --seeds SEEDS` puts the points beside the
+# main run. Resumable: each point's ./run.sh keeps its markers. Run from the folder of the main run's data and
+# exp (recipes/so762) after its stages 1-4.
 set -euo pipefail
 
+recipe_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 exp=exp
 out=exp_regime
 data=data
@@ -46,14 +48,17 @@ while [[ $# -gt 0 ]]; do
   shift 2
 done
 die() { echo "regime.sh: $*" >&2; exit 2; }
+[[ -f $data/train/spk2utt && -f $data/dev/trials && -d $data/dev_tel ]] || die "$data: run stage 1 of ./run.sh first"
 read -ra seed_list <<<"$seeds"
 ((${#seed_list[@]} >= 2)) || die "--seeds must list at least two seeds (the control fuses two baselines)"
+n_train=$(wc -l <"$data/train/spk2utt")
 for point in $points; do
   [[ $point == short || $point == long || $point =~ ^spk[0-9]+$ ]] || die "unknown point $point (short, long, spkN)"
+  [[ $point != spk* ]] || ((${point#spk} >= 2 && ${point#spk} < n_train)) ||
+    die "$point: needs 2 <= N < the $n_train speakers of $data/train"
 done
 [[ $long_epochs =~ ^[1-9][0-9]*$ ]] || die "--long-epochs must be a positive integer, got '$long_epochs'"
 [[ $short_seconds =~ ^[0-9]+([.][0-9]+)?$ ]] || die "--short-seconds must be a positive number, got '$short_seconds'"
-[[ -f $data/train/spk2utt && -f $data/dev/trials && -d $data/dev_tel ]] || die "$data: run stage 1 of ./run.sh first"
 mkdir -p "$out"
 
 # reuse_models RUN: the main run's models and training-set embeddings of every seed, with their markers
@@ -79,7 +84,6 @@ reuse_models() {
 # subset_speakers SRC DST N: the data dir SRC restricted to N of its speakers (a fixed draw)
 subset_speakers() {
   local src=$1 dst=$2 n=$3 f
-  ((n >= 2 && $(wc -l <"$src/spk2utt") > n)) || die "spk$n: needs 2 <= N < the $(wc -l <"$src/spk2utt") speakers of $src"
   mkdir -p "$dst"
   cut -d' ' -f1 "$src/spk2utt" | sort | shuf -n "$n" --random-source=<(yes) | sort >"$dst/.speakers"
   awk 'NR == FNR { keep[$1]; next } $1 in keep' "$dst/.speakers" "$src/spk2utt" >"$dst/spk2utt"
@@ -118,8 +122,8 @@ for point in $points; do
       common+=(--lda-dim "$((${point#spk} - 1))") ;;
   esac
   echo "=== point $point: ./run.sh ${args[*]} --data $point_data --exp $run ${common[*]}"
-  ./run.sh "${args[@]}" --data "$point_data" --exp "$run" "${common[@]}" --stop-stage 6
-  ./run.sh --stage 8 --data "$point_data" --exp "$run" "${common[@]}"
-  local/fusion_control.sh --exp "$run" --seeds "$seeds" >"$run/control.md.tmp"
+  "$recipe_dir/run.sh" "${args[@]}" --data "$point_data" --exp "$run" "${common[@]}" --stop-stage 6
+  "$recipe_dir/run.sh" --stage 8 --data "$point_data" --exp "$run" "${common[@]}"
+  "$recipe_dir/local/fusion_control.sh" --exp "$run" --seeds "$seeds" >"$run/control.md.tmp"
   mv "$run/control.md.tmp" "$run/control.md"
 done

@@ -5,8 +5,9 @@
 #
 #   local/study_table.sh [--exp exp] [--study exp_study] [--seeds "0 1 2"] [--p-target 0.01]
 #
-# Variants that have not scored every requested seed (stage 5) are listed below the table. Writes
-# STUDY/table/RUN_SET_BACKEND.json. Run from recipes/so762.
+# Variants that have not scored every requested seed (stage 5) are listed below the table; folders of STUDY with
+# no seed folder (e.g. local/regime.sh's data dirs) are not runs. Writes STUDY/table/RUN_SET_BACKEND.json. Run
+# from recipes/so762. Also the table of local/regime.sh's points: --study exp_regime --seeds "0 1".
 set -euo pipefail
 
 exp=exp
@@ -47,7 +48,7 @@ skipped=()
 if [[ -d $study ]]; then
   for dir in "$study"/*/; do
     dir=${dir%/}
-    [[ $(basename "$dir") == table ]] && continue
+    [[ $(basename "$dir") != table ]] && compgen -G "$dir/seed*" >/dev/null || continue  # runs only, not data
     if finished "$dir"; then runs+=("$dir"); else skipped+=("$(basename "$dir")"); fi
   done
 fi
@@ -70,7 +71,7 @@ for run in "${runs[@]}"; do
     done
   done
 done
-echo "EER (%) / minDCF (P_tgt = $p_target), mean ± sd over seeds ${seeds}; variants reuse the main run's baseline"
+echo "EER (%) / minDCF (P_tgt = $p_target), mean ± sd over seeds ${seeds}; the runs of $study beside the main run ($exp)"
 echo
 spkver table "${entries[@]}" --p-target "$p_target"
 if ((${#skipped[@]})); then
