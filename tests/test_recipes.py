@@ -246,6 +246,12 @@ def test_so762_regime_study(tmp_path):
     assert text.startswith("# Results over 2 seed(s): 0 1")
     rows = next(iter(_tables((regime / "short" / "control.md").read_text()).values()))
     assert ["in-domain, baseline+baseline", "plda"] in [r[:2] for r in rows]
+    # stage 8 again over one of the seeds: the summary is recomputed, not the two-seed one kept
+    _recipe("so762", ["--stage", 8, "--data", regime / "data_short", "--exp", regime / "short", "--conf", "debug",
+                      "--seeds", 0], tmp_path)
+    summary = _tables((regime / "short" / "results.md").read_text())
+    cells = next(rows for heading, rows in summary.items() if heading.startswith("speechocean762"))
+    assert all("±" not in cell for row in cells for cell in row[2:]), cells
     # the long point's setting: ./run.sh --overrides reaches the configuration a model is trained with
     _recipe("so762", ["--stage", 2, "--stop-stage", 2, "--conf", "debug", "--seeds", 0, "--exp", "exp_long",
                       "--overrides", "epochs=2"], tmp_path)

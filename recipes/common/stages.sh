@@ -161,6 +161,8 @@ evaluate_eval_sets() {
   local out=$1 name backend group eval_opts p_opts=()
   read_opts eval_opts "$(conf_file eval.conf)"
   for group in "${groups[@]}"; do p_opts+=(--p-target "${group_p[$group]}"); done
+  local seed_tag
+  seed_tag=$(IFS=_; echo "$*")
   for name in "${eval_sets[@]}"; do
     # fusion folds over enrollment speakers when enrollment ids are utterances of a data dir
     local fold_opts=()
@@ -231,6 +233,8 @@ aggregate_seeds() {
     if [[ ${eval_opts[$i]} == --bootstrap ]]; then ((++i)); else opts+=("${eval_opts[$i]}"); fi
   done
   for group in "${groups[@]}"; do p_opts+=(--p-target "${group_p[$group]}"); done
+  local seed_tag
+  seed_tag=$(IFS=_; echo "$*")
   for name in "${eval_sets[@]}"; do
     local fold_opts=()
     [[ -z ${eval_map[$name]} ]] && fold_opts=(--fuse-utt2spk "${set_dir[${eval_enroll[$name]}]}/utt2spk")
@@ -240,7 +244,8 @@ aggregate_seeds() {
         sys_opts+=(--system "$system")
         for seed in "$@"; do sys_opts+=("$(run_dir "$seed")/scores/$name/${backend}_$system.txt"); done
       done
-      submit "summary_${name}_$backend" "$exp/log/summary_${name}_$backend.log" \
+      # the marker names the seeds: a rerun over other seeds recomputes the summary
+      submit "summary_${name}_${backend}.seeds_${seed_tag}" "$exp/log/summary_${name}_$backend.log" \
         spkver eval --trials "${eval_trials[$name]}" "${sys_opts[@]}" "${opts[@]}" "${fold_opts[@]}" \
         "${p_opts[@]}" --json "$exp/summary/${name}_$backend.json" --csv "$exp/summary/${name}_$backend.csv"
     done
