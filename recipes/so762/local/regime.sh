@@ -81,17 +81,19 @@ reuse_models() {
   done
 }
 
+# keep KEYS COLUMN FILE: the lines of FILE whose field COLUMN is the first field of a line of KEYS
+keep() { awk -v col="$2" 'NR == FNR { keys[$1]; next } $col in keys' "$1" "$3"; }
+
 # subset_speakers SRC DST N: the data dir SRC restricted to N of its speakers (a fixed draw)
 subset_speakers() {
   local src=$1 dst=$2 n=$3 f
   mkdir -p "$dst"
   cut -d' ' -f1 "$src/spk2utt" | sort | shuf -n "$n" --random-source=<(yes) | sort >"$dst/.speakers"
-  awk 'NR == FNR { keep[$1]; next } $1 in keep' "$dst/.speakers" "$src/spk2utt" >"$dst/spk2utt"
-  awk 'NR == FNR { keep[$1]; next } $2 in keep' "$dst/.speakers" "$src/utt2spk" >"$dst/utt2spk"
-  [[ ! -f $src/spk2gender ]] ||
-    awk 'NR == FNR { keep[$1]; next } $1 in keep' "$dst/.speakers" "$src/spk2gender" >"$dst/spk2gender"
+  keep "$dst/.speakers" 1 "$src/spk2utt" >"$dst/spk2utt"
+  keep "$dst/.speakers" 2 "$src/utt2spk" >"$dst/utt2spk"
+  [[ ! -f $src/spk2gender ]] || keep "$dst/.speakers" 1 "$src/spk2gender" >"$dst/spk2gender"
   for f in wav.scp utt2dur; do
-    [[ ! -f $src/$f ]] || awk 'NR == FNR { keep[$1]; next } $1 in keep' "$dst/utt2spk" "$src/$f" >"$dst/$f"
+    [[ ! -f $src/$f ]] || keep "$dst/utt2spk" 1 "$src/$f" >"$dst/$f"
   done
 }
 
