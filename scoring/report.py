@@ -8,7 +8,8 @@ A row is a plain dict, the one format the CLI, recipes and README tables share::
      "min_dcf": {"0.01": 0.2514, "0.001": 0.4021},             # NIST-normalised, keyed by str(p_target)
      "n_target": 1200, "n_nontarget": 48000,
      "act_dcf": {...}, "cllr": 0.21, "min_cllr": 0.12,         # only for calibrated (LLR) scores
-     "eer_ci": [1.9, 2.8], "min_dcf_ci": {"0.01": [0.22, 0.29]}}  # optional bootstrap intervals
+     "eer_ci": [1.9, 2.8], "min_dcf_ci": {"0.01": [0.22, 0.29]},  # optional bootstrap intervals
+     "act_dcf_ci": {...}, "cllr_ci": [0.18, 0.25]}              # ... of calibrated scores
 
 Rows of several runs of the same systems (training seeds) are combined by ``aggregate_runs``: each metric
 becomes the mean over runs, its sample standard deviation goes under ``"sd"`` (same keys), ``"n_runs"`` counts
@@ -46,7 +47,9 @@ _COLUMNS = {
     "min_dcf": ("minDCF", "{:.4f}"),
     "min_dcf_ci": ("minDCF CI", "{:.4f}"),
     "act_dcf": ("actDCF", "{:.4f}"),
+    "act_dcf_ci": ("actDCF CI", "{:.4f}"),
     "cllr": ("Cllr", "{:.4f}"),
+    "cllr_ci": ("Cllr CI", "{:.4f}"),
     "min_cllr": ("minCllr", "{:.4f}"),
     "n_target": ("#target", "{:d}"),
     "n_nontarget": ("#nontarget", "{:d}"),
@@ -66,9 +69,10 @@ def evaluate_system(name: str, scores, labels, p_targets=(0.01, 0.001), calibrat
     scores: (n,) trial scores, higher = more target-like; labels: (n,) 1 = target, 0 = non-target.
     p_targets: priors for minDCF (and actDCF), keyed in the row by ``str(p)``. calibrated: the scores are
     natural-log likelihood ratios, so actDCF (Bayes threshold), Cllr and minCllr are meaningful and added.
-    n_boot > 0: 95% bootstrap intervals ``eer_ci`` (percent) and ``min_dcf_ci`` {p: [low, high]} resampling
-    ``clusters`` (n,) (the enrollment model or speaker of each trial: trials of one model are correlated, so
-    resampling single trials would understate the spread).
+    n_boot > 0: 95% bootstrap intervals ``eer_ci`` (percent) and ``min_dcf_ci`` {p: [low, high]} (calibrated:
+    also ``act_dcf_ci`` {p: [low, high]} and ``cllr_ci``) resampling ``clusters`` (n,) (the enrollment model or
+    speaker of each trial: trials of one model are correlated, so resampling single trials would understate the
+    spread).
 
     >>> row = evaluate_system("toy", [2.0, 3.0, 0.5, 0.0, 1.0, -1.0], [1, 1, 1, 0, 0, 0], p_targets=[0.5])
     >>> round(row["eer"], 2), round(row["eer_rocch"], 2), row["min_dcf"], row["n_target"]
@@ -106,6 +110,14 @@ def evaluate_system(name: str, scores, labels, p_targets=(0.01, 0.001), calibrat
                 ci = metrics.bootstrap_ci(s, lab, clusters, metric=metrics.min_dcf, n_boot=n_boot, seed=seed,
                                           metric_kwargs={"p_target": p})
                 row["min_dcf_ci"][key] = [ci.low, ci.high]
+            if calibrated:
+                row["act_dcf_ci"] = {}
+                for p, key in zip(priors, keys):
+                    ci = metrics.bootstrap_ci(s, lab, clusters, metric=metrics.act_dcf, n_boot=n_boot, seed=seed,
+                                              metric_kwargs={"p_target": p})
+                    row["act_dcf_ci"][key] = [ci.low, ci.high]
+                ci = metrics.bootstrap_ci(s, lab, clusters, metric=metrics.cllr, n_boot=n_boot, seed=seed)
+                row["cllr_ci"] = [ci.low, ci.high]
     except ValueError as e:
         raise ScoringInputError(f"evaluate_system({name!r}): {e}") from e
     return row

@@ -4,6 +4,7 @@ and the recipes' helper scripts (data-dir merging, aggregation over seeds)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import re
@@ -180,7 +181,7 @@ def test_so762_calibration_protocol(so762_debug):
     of its calibrated score file, the spread table and plot; a rerun skips every step."""
     root = so762_debug
     args = ["bash", RECIPES / "so762" / "local" / "calibration.sh", "--conf", "debug", "--seeds", 3,
-            "--mc-samples", 2, "--nj", 2, "--rir-count", 2]
+            "--mc-samples", 2, "--nj", 2, "--rir-count", 2, "--bootstrap", 20]
     _run(args, root)
     text = (root / "exp_calib" / "results.md").read_text()
     tables = _tables(text)
@@ -196,6 +197,17 @@ def test_so762_calibration_protocol(so762_debug):
         assert rows[0][1:6] == ["EER(%)", "EER ROCCH(%)", "minDCF(0.01)", "actDCF(0.01)", "Cllr"]
         for row in rows[1:]:
             assert all(re.fullmatch(r"\d+\.\d{2,4}", c) for c in row[1:6]), f"non-numeric row {row}"
+    # per seed, under each condition: the same rows with bootstrap intervals of every metric
+    seed_tables = [rows for h, rows in tables.items() if h.startswith("Seed 3, with bootstrap")]
+    assert len(seed_tables) == 1 and len(seed_tables[0]) == 3 * (1 + len(names))  # one heading, 3 tables
+    header = seed_tables[0][0]
+    for key in ("EER CI(%)", "minDCF CI(0.01)", "actDCF CI(0.01)", "Cllr CI"):
+        assert key in header, header
+    intervals = [r for r in seed_tables[0] if r[0] != "System"]
+    assert [r[0] for r in intervals] == names * 3
+    for row in intervals:
+        cis = [row[header.index(k)] for k in ("EER CI(%)", "actDCF CI(0.01)", "Cllr CI")]
+        assert all(re.fullmatch(r"\[\d+\.\d+, \d+\.\d+\]", c) for c in cis), row
     # a cell is the metric of its score file: proposed MC + QMF (spread), in-domain
     from scoring import io, metrics
 
@@ -206,6 +218,9 @@ def test_so762_calibration_protocol(so762_debug):
     row = next(r for r in rows if r[0] == "proposed MC + QMF (spread)")
     assert row[1] == f"{100 * metrics.eer(tar, non):.2f}" and row[3] == f"{metrics.min_dcf(tar, non, 0.01):.4f}"
     assert row[4] == f"{float(metrics.act_dcf(tar, non, 0.01)):.4f}" and row[5] == f"{metrics.cllr(tar, non):.4f}"
+    seed_rows = json.loads((root / "exp_calib" / "seed3" / "results" / "dev.json").read_text())["systems"]
+    seed_row = next(r for r in seed_rows if r["name"] == "proposed MC + QMF (spread)")
+    assert seed_row["cllr"] == pytest.approx(metrics.cllr(tar, non)) and len(seed_row["cllr_ci"]) == 2
     # the MC embeddings have a spread; the mixed copy keeps dev's ids and says what each utterance got
     assert io.read_embeddings(root / "exp_calib" / "seed3" / "emb" / "proposed_mc" / "dev_tel.npz").spread is not None
     dev_ids = [line.split()[0] for line in (root / "data" / "dev" / "wav.scp").read_text().splitlines()]

@@ -39,6 +39,27 @@ def test_evaluate_system_calibrated_adds_llr_metrics():
     assert row["min_cllr"] <= row["cllr"]
 
 
+def test_bootstrap_intervals_of_calibrated_scores_cover_actdcf_and_cllr():
+    """A calibrated row's actDCF and Cllr get intervals that resample the same clusters as EER and minDCF; an
+    offset (miscalibration) moves them and leaves the discrimination intervals unchanged."""
+    scores, labels = trials(n_tar=400, n_non=4000)
+    clusters = np.arange(scores.size) % 100
+    row = report.evaluate_system("plda", scores, labels, p_targets=[0.05], calibrated=True, clusters=clusters,
+                                 n_boot=100)
+    cllr_ci = metrics.bootstrap_ci(scores, labels, clusters, metric=metrics.cllr, n_boot=100)
+    assert row["cllr_ci"] == [cllr_ci.low, cllr_ci.high]
+    low, high = row["act_dcf_ci"]["0.05"]
+    assert low < row["act_dcf"]["0.05"] < high and row["cllr_ci"][0] < row["cllr"] < row["cllr_ci"][1]
+    shifted = report.evaluate_system("plda", scores + 3.0, labels, p_targets=[0.05], calibrated=True,
+                                     clusters=clusters, n_boot=100)
+    assert shifted["eer_ci"] == row["eer_ci"] and shifted["min_dcf_ci"] == row["min_dcf_ci"]
+    assert shifted["cllr_ci"][0] > row["cllr_ci"][1] and shifted["act_dcf_ci"]["0.05"][0] > high
+    plain = report.evaluate_system("plda", scores, labels, p_targets=[0.05], clusters=clusters, n_boot=10)
+    assert "cllr_ci" not in plain and "act_dcf_ci" not in plain
+    table = report.results_table([row]).splitlines()[0]
+    assert "actDCF CI(0.05)" in table and "Cllr CI" in table
+
+
 def test_evaluate_system_rejects_unlabelled_trials():
     with pytest.raises(ValueError, match="'sys'.*index 1"):
         report.evaluate_system("sys", [0.1, 0.2, 0.3], [1, -1, 0])

@@ -4,7 +4,7 @@
 # recipes/so762:
 #
 #   local/calibration.sh [--exp exp] [--out exp_calib] [--seeds "0 1 2"] [--mc-samples 10] [--nj 1]
-#                        [--conf ""] [--data data] [--device DEV] [--rir-count 20]
+#                        [--conf ""] [--data data] [--device DEV] [--rir-count 20] [--bootstrap 200]
 #
 # Steps (each leaves a marker in OUT/.done/; a rerun skips finished steps):
 #   1 DATA/dev_mixed: dev with one degradation per utterance, never the telephone channel (spkver prepare
@@ -23,7 +23,8 @@
 #       mixed  trained on dev_tel, tested on dev_mixed (mismatched)
 #       dev    trained on dev_mixed, tested on dev (in-domain test)
 #   5 EER, minDCF, actDCF, Cllr at P_tgt 0.01, mean ± sd over the seeds (spkver eval --calibrated --system)
-#     -> OUT/summary/COND.{json,csv,md}, and OUT/results.md
+#     -> OUT/summary/COND.{json,csv,md}; per seed, the same with bootstrap 95% intervals (--bootstrap N,
+#     resampling enrollment utterances) -> OUT/seedN/results/COND.{json,md}; both in OUT/results.md
 #   6 the spread of the proposed models' MC embeddings by condition -> OUT/spread.png (local/spread_plot.py),
 #     its table at the end of OUT/results.md
 # The proposed model's main-run embeddings are its posterior means unless the main run used --mc-samples. Markers
@@ -44,7 +45,8 @@ nj=1
 conf=
 device=
 rir_count=20
-options=(exp out data seeds mc_samples nj conf device rir_count)
+bootstrap=200
+options=(exp out data seeds mc_samples nj conf device rir_count bootstrap)
 usage="usage: $0 [--name value ...]
   --exp DIR          a finished main run (default exp)
   --out DIR          this protocol's outputs (default exp_calib)
@@ -54,7 +56,8 @@ usage="usage: $0 [--name value ...]
   --nj N             parallel jobs (default 1)
   --conf PREFIX      the main run's configuration prefix, for conf/[PREFIX_]score_plda.conf (e.g. debug)
   --device DEV       cpu, cuda, ... for extraction
-  --rir-count N      simulated rooms of dev_mixed's reverberation (default 20)"
+  --rir-count N      simulated rooms of dev_mixed's reverberation (default 20)
+  --bootstrap N      bootstrap replicates of the per-seed 95% intervals (default 200)"
 
 . "$common_dir/lib.sh"
 parse_options "$@"
@@ -62,6 +65,7 @@ parse_options "$@"
 check_int nj
 check_int mc_samples
 check_int rir_count
+check_int bootstrap
 read -ra seed_list <<<"$seeds"
 ((${#seed_list[@]})) || die "--seeds lists no seed"
 for seed in "${seed_list[@]}"; do
@@ -209,9 +213,25 @@ evaluate() {
     --json "$out/summary/$cond.json" --csv "$out/summary/$cond.csv" >"$out/summary/.$cond.md"
   mv "$out/summary/.$cond.md" "$out/summary/$cond.md"
 }
+# evaluate_seed SEED COND: one seed's calibrated scores with bootstrap intervals -> OUT/seedN/results/COND.*
+evaluate_seed() {
+  local seed=$1 cond=$2 row files=() names=() dir=$out/seed$1/results
+  for row in "${rows[@]}"; do
+    files+=("$out/seed$seed/llr/$cond/$row.txt")
+    names+=("${row_name[$row]}")
+  done
+  mkdir -p "$dir"
+  spkver -q eval --trials "$trials" --scores "${files[@]}" --names "${names[@]}" --calibrated --p-target 0.01 \
+    --bootstrap "$bootstrap" --json "$dir/$cond.json" >"$dir/.$cond.md"
+  mv "$dir/.$cond.md" "$dir/$cond.md"
+}
 seed_tag=seeds_${seeds// /_}
 for cond in "${conditions[@]}"; do
   submit "evaluate_${cond}.$seed_tag" "$out/log/evaluate_$cond.log" evaluate "$cond"
+  for seed in "${seed_list[@]}"; do
+    submit "seed$seed.evaluate_${cond}.bootstrap_$bootstrap" "$out/seed$seed/log/evaluate_$cond.log" \
+      evaluate_seed "$seed" "$cond"
+  done
 done
 wait_jobs
 
@@ -233,10 +253,15 @@ tmp=$(mktemp -d "$out/.results.XXXXXX")
   echo "(spkver calibrate) trained on the dev trials of one condition and applied to those of another. Cells:"
   echo "mean ± sample standard deviation over the seeds (spkver eval --calibrated --p-target 0.01). MC: the mean"
   echo "of $mc_samples posterior samples; QMF: calibration with the min / max of both sides' log quality measures"
-  echo "(duration: utt2dur seconds; spread: mean per-dimension std. dev. of the MC embedding)."
+  echo "(duration: utt2dur seconds; spread: mean per-dimension std. dev. of the MC embedding). Per seed, the"
+  echo "figures with bootstrap 95% intervals ($bootstrap replicates resampling enrollment utterances)."
   for cond in "${conditions[@]}"; do
     printf '\n## %s\n\n' "${cond_label[$cond]}"
     cat "$out/summary/$cond.md"
+    for seed in "${seed_list[@]}"; do
+      printf '\n### Seed %s, with bootstrap 95%% confidence intervals\n\n' "$seed"
+      cat "$out/seed$seed/results/$cond.md"
+    done
   done
   printf '\n## Spread of the proposed model'"'"'s MC embeddings by condition (%s)\n\n' "$out/spread.png"
   cat "$out/spread.md"
