@@ -234,6 +234,25 @@ def test_so762_calibration_protocol(so762_debug):
     assert "run:" not in rerun.stderr and "skip: seed3.calibrate_tel_baseline_cal" in rerun.stderr
 
 
+def test_so762_default_system_from_a_run(so762_debug):
+    """local/make_default_system.sh builds a system folder from a run's seed: its extractor named after the
+    network, the run's PLDA options, calibrated on the dev trials; a missing run is refused by name."""
+    root = so762_debug
+    script = ["bash", RECIPES / "so762" / "local" / "make_default_system.sh", "--conf", "debug"]
+    _run(script + ["--seed", 3, "--out", "system"], root)
+    from spkver.system import read_manifest
+
+    manifest = read_manifest(root / "system")
+    assert manifest["name"] == "so762-xvector-plda" and manifest["calibration_set"]["n_trials"] > 0
+    assert [r["name"] for r in manifest["metrics"]["rows"]] == ["xvector", "calibrated"]
+    import spkver
+
+    wav = next((root / "so762" / "audio").rglob("*.*"))
+    assert isinstance(spkver.load(root / "system").score(wav, wav), float)
+    err = _run(script + ["--seed", 4, "--out", "other"], root, 1).stderr
+    assert "exp/seed4/baseline/final.pt: no such file" in err and not (root / "other").exists()
+
+
 def test_so762_regime_study(tmp_path):
     """local/regime.sh on a two-seed debug run: the short point reuses the main run's models (copied, with their
     markers: nothing is retrained) on 1 s excerpts, with its tables over the seeds and the two-baseline fusion
