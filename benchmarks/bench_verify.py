@@ -12,10 +12,11 @@
    per second of wall time); target >= 300x for two 10 s files (under ~67 ms) on 2 CPU cores. The same with
    ``runtime="onnx"``.
 3. The peer: SpeechBrain's ``SpeakerRecognition.verify_files(a, b)`` (both files read and embedded per call,
-   cosine score) on an x-vector model folder built here with SpeechBrain's own classes (Fbank features,
-   sentence mean normalisation, ``speechbrain.lobes.models.Xvector.Xvector`` with the layer widths of the
-   system's extractor, random weights; ``hyperparams.yaml`` plus the checkpoint files its ``Pretrainer``
-   loads), opened with ``from_hparams`` from the local folder: nothing is downloaded. Timed as in 2.
+   cosine score) on a model folder built here with SpeechBrain's own classes (Fbank features, sentence mean
+   normalisation, and the system's extractor architecture: ``speechbrain.lobes.models.ECAPA_TDNN.ECAPA_TDNN``
+   for an ECAPA-TDNN, ``speechbrain.lobes.models.Xvector.Xvector`` with the layer widths of an x-vector; random
+   weights; ``hyperparams.yaml`` plus the checkpoint files its ``Pretrainer`` loads), opened with
+   ``from_hparams`` from the local folder: nothing is downloaded. Timed as in 2.
 4. Extractor network only, on the same precomputed features of the two files (one call per file, as
    ``score`` does): torch (``spkver.extract.Embedder``) against onnxruntime (``spkver.onnx_export.OnnxEmbedder``
    with ``--threads`` intra-op threads), and the largest difference between their embeddings.
@@ -139,27 +140,51 @@ def build_throwaway_system(folder: Path, size: str, quick: bool) -> Path:
                             lda_dim=6 if quick else 12, names=["xvector"], num_workers=0)
 
 
-def speechbrain_folder(folder: Path, feat_dim: int, channels: int, stats_channels: int, embed_dim: int) -> Path:
+def network_yaml(model, feat_dim: int) -> str:
+    """The ``embedding_model`` entry of a SpeechBrain ``hyperparams.yaml`` with ``model``'s architecture: SpeechBrain's
+    ``ECAPA_TDNN`` for spkver's ECAPA-TDNN (which wraps that very class), else ``Xvector`` with the x-vector's
+    layer widths."""
+    arch = getattr(model, "arch", None)
+    if arch is not None and "attention_channels" in arch:
+        keys = ("channels", "kernel_sizes", "dilations", "attention_channels", "res2net_scale", "se_channels")
+        lines = [f"    {k}: {list(arch[k]) if isinstance(arch[k], (list, tuple)) else arch[k]}" for k in keys]
+        lines.append(f"    global_context: {arch['global_context']}")
+        return ("embedding_model: !new:speechbrain.lobes.models.ECAPA_TDNN.ECAPA_TDNN\n"
+                f"    input_size: {feat_dim}\n" + "\n".join(lines) + f"\n    lin_neurons: {model.embed_dim}\n")
+    widths = [model.frame_1_norm.num_features] * 4 + [model.frame_5_norm.num_features]
+    return ("embedding_model: !new:speechbrain.lobes.models.Xvector.Xvector\n"
+            f"    in_channels: {feat_dim}\n    tdnn_channels: {widths}\n    lin_neurons: {model.embed_dim}\n")
+
+
+def describe(model) -> str:
+    """The extractor network in a few words: its kind, widths and parameter count."""
+    n = sum(p.numel() for name, p in model.named_parameters() if not name.startswith("classifier"))
+    arch = getattr(model, "arch", None)
+    if arch is not None and "attention_channels" in arch:
+        what = f"ECAPA-TDNN, channels {list(arch['channels'])}, attention {arch['attention_channels']}"
+    else:
+        what = (f"x-vector, {model.frame_1_norm.num_features} channels, {model.frame_5_norm.num_features} "
+                "statistics channels")
+    return f"{what}, {model.embed_dim}-dim embedding, {n / 1e6:.2f} M params"
+
+
+def speechbrain_folder(folder: Path, feat_dim: int, model) -> Path:
     """A SpeechBrain speaker-verification model folder (``hyperparams.yaml`` and the ``NAME.ckpt`` files of its
-    pretrainer's loadables), written with SpeechBrain's own classes and checkpoint hooks; random weights."""
+    pretrainer's loadables) with ``model``'s architecture (:func:`network_yaml`), written with SpeechBrain's own
+    classes and checkpoint hooks; random weights."""
     from hyperpyyaml import load_hyperpyyaml
     from speechbrain.utils.checkpoints import DEFAULT_SAVE_HOOKS, get_default_hook
 
     folder.mkdir(parents=True, exist_ok=True)
-    widths = [channels] * 4 + [stats_channels]
     (folder / "hyperparams.yaml").write_text(f"""\
-# x-vector speaker verification model (random weights, for timing)
+# speaker verification model (random weights, for timing)
 n_mels: {feat_dim}
 compute_features: !new:speechbrain.lobes.features.Fbank
     n_mels: !ref <n_mels>
 mean_var_norm: !new:speechbrain.processing.features.InputNormalization
     norm_type: sentence
     std_norm: False
-embedding_model: !new:speechbrain.lobes.models.Xvector.Xvector
-    in_channels: !ref <n_mels>
-    tdnn_channels: {widths}
-    lin_neurons: {embed_dim}
-mean_var_norm_emb: !new:speechbrain.processing.features.InputNormalization
+{network_yaml(model, feat_dim)}mean_var_norm_emb: !new:speechbrain.processing.features.InputNormalization
     norm_type: global
     std_norm: False
 modules:
@@ -275,12 +300,9 @@ def main(argv=None) -> None:
                 onnx_ok, onnx_why = False, str(err).splitlines()[0]
         first = extractors[0]
         model = first.model
-        channels, stats_channels = model.frame_1_norm.num_features, model.frame_5_norm.num_features
         print(f"system: {system_path} ({what})")
-        print("  extractors: " + "; ".join(
-            f"{x.name}: {x.features.dim}-dim features, {x.model.frame_1_norm.num_features} channels, "
-            f"{x.model.frame_5_norm.num_features} statistics channels, {x.embed_dim}-dim embedding"
-            for x in extractors))
+        print("  extractors: " + "; ".join(f"{x.name}: {x.features.dim}-dim features, {describe(x.model)}"
+                                           for x in extractors))
 
         # 1. command line, cold start
         env = {**os.environ, "SPKVER_CACHE": str(cache), "OMP_NUM_THREADS": str(threads)}
@@ -320,16 +342,15 @@ def main(argv=None) -> None:
         if have_sb:
             from speechbrain.inference.speaker import SpeakerRecognition
 
-            sb_dir = speechbrain_folder(tmp / "sb_model", first.features.dim, channels, stats_channels,
-                                        first.embed_dim)
+            sb_dir = speechbrain_folder(tmp / "sb_model", first.features.dim, model)
             with _quiet("speechbrain"):
                 verifier = SpeakerRecognition.from_hparams(source=str(sb_dir), savedir=str(tmp / "sb_saved"),
                                                            run_opts={"device": "cpu"})
             t_sb = _median_time(lambda: verifier.verify_files(str(a), str(b)), repeats, warmup=1)
             n_sb = sum(p.numel() for p in verifier.mods.embedding_model.parameters())
             print(f"3. SpeechBrain SpeakerRecognition.verify_files(a, b), local model folder (Fbank "
-                  f"{first.features.dim}, Xvector {channels} channels, {stats_channels} statistics channels, "
-                  f"{first.embed_dim}-dim, {n_sb / 1e6:.2f} M params; cosine score), median of {repeats} call(s):")
+                  f"{first.features.dim}, {type(verifier.mods.embedding_model).__name__} of the same architecture, "
+                  f"{n_sb / 1e6:.2f} M params; cosine score), median of {repeats} call(s):")
             print(f"  SpeechBrain verify_files: {1000 * t_sb:.1f} ms, {audio_s / t_sb:.0f}x real time; "
                   f"spkver score (torch) {1000 * t_api:.1f} ms: ratio SpeechBrain / spkver time "
                   f"{t_sb / t_api:.2f}x")

@@ -231,6 +231,36 @@ def test_bench_verify(capsys):
         assert ratio == pytest.approx(sb_ms / api_ms, rel=0.05, abs=0.01)
 
 
+@pytest.mark.skipif(not has_speechbrain(), reason="speechbrain is not installed")
+def test_bench_verify_peer_has_the_systems_architecture(tmp_path):
+    """The SpeechBrain peer folder of bench_verify builds the extractor's own network: an ECAPA-TDNN's
+    ``embedding_model`` (SpeechBrain's class) and an x-vector's layer widths, with the same parameter count."""
+    import torch
+    from hyperpyyaml import load_hyperpyyaml
+
+    from spkver.nn.tdnn import build_model
+
+    spec = importlib.util.spec_from_file_location("benchmark_bench_verify", BENCHMARKS / "bench_verify.py")
+    bench_verify = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_verify)
+
+    ecapa = build_model("ecapa_tdnn", feat_dim=20, num_classes=5, channels=16, attention_channels=8, embed_dim=12)
+    xvector = build_model("xvector", feat_dim=20, num_classes=5, channels=24, stats_channels=48, embed_dim=12)
+    for name, model, ours in (("ecapa", ecapa, ecapa.embedding_model), ("xvector", xvector, None)):
+        folder = bench_verify.speechbrain_folder(tmp_path / name, 20, model)
+        with open(folder / "hyperparams.yaml", encoding="utf-8") as fh:
+            net = load_hyperpyyaml(fh)["embedding_model"]
+        n_params = sum(p.numel() for p in net.parameters())
+        if ours is not None:
+            assert type(net) is type(ours) and n_params == sum(p.numel() for p in ours.parameters())
+            net.load_state_dict(ours.state_dict())  # the same layers, shape for shape
+        else:
+            assert type(net).__name__ == "Xvector" and net(torch.zeros(1, 50, 20)).shape[-1] == 12
+        assert (folder / "embedding_model.ckpt").is_file()
+    assert "ECAPA-TDNN, channels [16, 16, 16, 16, 48]" in bench_verify.describe(ecapa)
+    assert "x-vector, 24 channels, 48 statistics channels" in bench_verify.describe(xvector)
+
+
 def test_gpu_script_runs_every_measurement_on_cpu():
     """benchmarks/gpu.sh (the one script of GPU figures) runs end to end with DEVICE=cpu --quick."""
     import os
