@@ -1,6 +1,6 @@
-"""spkver.onnx_export: exported x-vectors (baseline and Bayesian) give torch's Embedder embeddings on
-onnxruntime for padded batches, long (windowed) and short (repeated) utterances, with dynamic batch and time
-axes; bad files and feature dims are named."""
+"""spkver.onnx_export: exported x-vectors and ECAPA-TDNNs (baseline and Bayesian) give torch's Embedder
+embeddings on onnxruntime for padded batches, long (windowed) and short (repeated) utterances, with dynamic
+time axes (and batch axes for the x-vector); bad files and feature dims are named."""
 
 import numpy as np
 import pytest
@@ -18,9 +18,14 @@ SMALL = dict(feat_dim=20, num_classes=5, channels=32, stats_channels=48, embed_d
 MAX_FRAMES = 200
 
 
+ECAPA = dict(feat_dim=20, num_classes=5, channels=16, attention_channels=8, embed_dim=16)
+MODELS = {"xvector": {}, "bayes_xvector": {"init_rho": -3.0}, "ecapa_tdnn": {},
+          "bayes_ecapa_tdnn": {"init_rho": -3.0, "bayes_layers": ["embedding_model.blocks.*"]}}
+
+
 def _model(name, **extra):
     torch.manual_seed(0)
-    model = build_model(name, **SMALL, **extra)
+    model = build_model(name, **(ECAPA if "ecapa" in name else SMALL), **extra)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():  # BatchNorm statistics as after training, so folding them matters
         for m in model.modules():
@@ -36,7 +41,7 @@ def _model(name, **extra):
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("onnx")
     out = {}
-    for name, extra in (("xvector", {}), ("bayes_xvector", {"init_rho": -3.0})):
+    for name, extra in MODELS.items():
         model = _model(name, **extra)
         out[name] = (model, export_onnx(model, root / f"{name}.onnx", feat_dim=SMALL["feat_dim"]))
     return out
@@ -47,7 +52,7 @@ def _feats(lengths, seed=0):
     return [rng.standard_normal((n, SMALL["feat_dim"])).astype(np.float32) for n in lengths]
 
 
-@pytest.mark.parametrize("name", ["xvector", "bayes_xvector"])
+@pytest.mark.parametrize("name", list(MODELS))
 def test_onnxruntime_equals_torch_embedder(exported, name):
     model, path = exported[name]
     ours = OnnxEmbedder(path, num_threads=1, max_frames=MAX_FRAMES)
@@ -66,6 +71,8 @@ def test_onnxruntime_equals_torch_embedder(exported, name):
         alone, _ = ours(_feats([n], seed=n))
         np.testing.assert_allclose(alone, reference(_feats([n], seed=n))[0], atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(ours(batch[2:3])[0][0], emb[2], atol=1e-5)  # batching does not matter
+    # an ECAPA-TDNN's graph takes one example per call (padding would reach valid frames), an x-vector's any
+    assert ours.session.get_inputs()[0].shape[0] == (1 if "ecapa" in name else "batch")
 
 
 def test_padded_batch_with_lengths_in_the_graph(exported):

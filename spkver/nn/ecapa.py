@@ -212,10 +212,14 @@ class SpeechBrainEmbedding(SpeakerModel):
 
     def embed(self, x: torch.Tensor, lengths=None) -> torch.Tensor:
         """Embedding ``(batch, embed_dim)`` (the SpeechBrain network's output) in the current mode."""
-        x, rel = self._prepare(x, lengths)
+        return self.embed_relative(*self._prepare(x, lengths))
+
+    def embed_relative(self, x: torch.Tensor, rel_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`embed` without its checks, on relative lengths ``(batch,)`` in (0, 1] (None: every example
+        fills the batch), as SpeechBrain's networks take them; the path ONNX export records."""
         if self.frontend is not None:
-            x = self.frontend(x[..., 0], rel)
-        emb = self.embedding_model(x, rel).squeeze(1)
+            x = self.frontend(x[..., 0], rel_lengths)
+        emb = self.embedding_model(x, rel_lengths).squeeze(1)
         if self.embedding_norm is not None:
             emb = emb - self.embedding_mean
             if self.embedding_norm == "mean_std":
