@@ -104,9 +104,10 @@ def _cmd_demo(args) -> None:
 # ---------------------------------------------------------------------------------------------- export
 def _add_export(sub) -> None:
     p = sub.add_parser("export", help="export a system's extractor network to ONNX",
-                       description="Writes the extractor network (features -> embedding; batch and time axes "
-                                   "dynamic, inputs 'feats' (batch, frames, dim) and 'lengths' (batch,)) as an ONNX "
-                                   "model. The feature front end (MFCC/fbank, CMN, VAD) stays in Python.")
+                       description="Writes the extractor network (features -> embedding; inputs 'feats' (batch, "
+                                   "frames, dim) and 'lengths' (batch,); time axis dynamic, batch axis too for an "
+                                   "x-vector, one example per call for an ECAPA-TDNN) as an ONNX model. The feature "
+                                   "front end (MFCC/fbank, CMN, VAD) stays in Python.")
     p.add_argument("--system", type=Path, help="system folder (default: the shipped system)")
     p.add_argument("--onnx", type=Path, required=True, help="output .onnx file")
     p.add_argument("--extractor", help="which extractor of a system that holds several (by name)")
