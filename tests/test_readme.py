@@ -45,7 +45,8 @@ def test_readme_python_example_runs(recordings, monkeypatch, capsys):
     exec(compile(_verify_example(), str(README), "exec"), namespace)
     assert isinstance(namespace["decision"], Decision)
     assert namespace["decision"].llr == pytest.approx(namespace["llr"])
-    assert namespace["embedding"].shape == (256,) and np.isfinite(namespace["embedding"]).all()
+    documented = int(re.search(r"sv\.embed\(\"a\.wav\"\) +# \((\d+),\)", _verify_example()).group(1))
+    assert namespace["embedding"].shape == (documented,) and np.isfinite(namespace["embedding"]).all()
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].split()[0] in ("True", "False") and len(printed) == 2
     assert isinstance(spkver.load().score("a.wav", "b.wav"), float)
