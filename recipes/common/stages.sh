@@ -185,7 +185,7 @@ write_results_table() {
   {
     echo "# Results: $recipe_name"
     echo
-    echo "Systems: baseline x-vector, proposed Bayesian x-vector, and their score fusion (spkver eval ${eval_opts[*]}),"
+    echo "Systems: baseline, proposed (its Bayesian version) and their score fusion (spkver eval ${eval_opts[*]}),"
     echo "configurations $conf_dir/${conf:+${conf}_}{baseline,proposed}.yaml."
     echo "Cells: EER (%) / minDCF at the P_tgt of the table, with bootstrap 95% intervals where computed. EER is the"
     echo "crossing EER (as Kaldi's compute-eer, SpeechBrain and WeSpeaker report it); results/*.json also hold the"
