@@ -232,7 +232,7 @@ def test_bench_verify(capsys):
 
 
 @pytest.mark.skipif(not has_speechbrain(), reason="speechbrain is not installed")
-def test_bench_verify_peer_has_the_systems_architecture(tmp_path):
+def test_verify_benchmark_peer_has_the_systems_architecture(tmp_path):
     """The SpeechBrain peer folder of bench_verify builds the extractor's own network: an ECAPA-TDNN's
     ``embedding_model`` (SpeechBrain's class) and an x-vector's layer widths, with the same parameter count."""
     import torch
