@@ -140,12 +140,19 @@ def build_throwaway_system(folder: Path, size: str, quick: bool) -> Path:
                             lda_dim=6 if quick else 12, names=["xvector"], num_workers=0)
 
 
+def _ecapa_arch(model) -> dict | None:
+    """The architecture settings of spkver's ECAPA-TDNN (SpeechBrain's ``ECAPA_TDNN`` arguments), None for an
+    x-vector."""
+    arch = getattr(model, "arch", None)
+    return arch if arch is not None and "attention_channels" in arch else None
+
+
 def network_yaml(model, feat_dim: int) -> str:
     """The ``embedding_model`` entry of a SpeechBrain ``hyperparams.yaml`` with ``model``'s architecture: SpeechBrain's
     ``ECAPA_TDNN`` for spkver's ECAPA-TDNN (which wraps that very class), else ``Xvector`` with the x-vector's
     layer widths."""
-    arch = getattr(model, "arch", None)
-    if arch is not None and "attention_channels" in arch:
+    arch = _ecapa_arch(model)
+    if arch is not None:
         keys = ("channels", "kernel_sizes", "dilations", "attention_channels", "res2net_scale", "se_channels")
         lines = [f"    {k}: {list(arch[k]) if isinstance(arch[k], (list, tuple)) else arch[k]}" for k in keys]
         lines.append(f"    global_context: {arch['global_context']}")
@@ -159,8 +166,8 @@ def network_yaml(model, feat_dim: int) -> str:
 def describe(model) -> str:
     """The extractor network in a few words: its kind, widths and parameter count."""
     n = sum(p.numel() for name, p in model.named_parameters() if not name.startswith("classifier"))
-    arch = getattr(model, "arch", None)
-    if arch is not None and "attention_channels" in arch:
+    arch = _ecapa_arch(model)
+    if arch is not None:
         what = f"ECAPA-TDNN, channels {list(arch['channels'])}, attention {arch['attention_channels']}"
     else:
         what = (f"x-vector, {model.frame_1_norm.num_features} channels, {model.frame_5_norm.num_features} "
