@@ -161,8 +161,6 @@ evaluate_eval_sets() {
   local out=$1 name backend group eval_opts p_opts=()
   read_opts eval_opts "$(conf_file eval.conf)"
   for group in "${groups[@]}"; do p_opts+=(--p-target "${group_p[$group]}"); done
-  local seed_tag
-  seed_tag=$(IFS=_; echo "$*")
   for name in "${eval_sets[@]}"; do
     # fusion folds over enrollment speakers when enrollment ids are utterances of a data dir
     local fold_opts=()
