@@ -277,12 +277,12 @@ run_stages() {
   ((stop_stage >= 2)) || return 0
   ((${#embed_sets[@]} && ${#eval_sets[@]})) || die "no data sets registered (run stage 1 first)"
   if stage_on 2; then
-    log "stage 2: training the baseline x-vector"
+    log "stage 2: training the baseline"
     for seed in "$@"; do train_system baseline "$(run_dir "$seed")" "$seed"; done
     wait_jobs
   fi
   if stage_on 3; then
-    log "stage 3: training the proposed Bayesian x-vector"
+    log "stage 3: training the proposed Bayesian model"
     for seed in "$@"; do train_system proposed "$(run_dir "$seed")" "$seed"; done
     wait_jobs
   fi

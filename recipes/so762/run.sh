@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # speechocean762 recipe (real 16 kHz read English by Mandarin L1 speakers, children and adults): baseline
-# x-vector vs Bayesian x-vector (and their fusion) trained on so762/train, evaluated on so762/dev trials
+# network vs its Bayesian version (and their fusion; x-vector by default, ECAPA-TDNN with --conf ecapa or
+# augment_ecapa) trained on so762/train, evaluated on so762/dev trials
 # (in-domain) and on the same dev audio through a simulated telephone channel (out-of-domain), over several
 # seeds, with bootstrap 95% confidence intervals. Small enough for a CPU (see README.md).
 #
@@ -11,8 +12,8 @@
 #
 # Stages (each step leaves a marker in EXP/.done/; a rerun skips finished steps):
 #   1 prepare data dirs: DATA/train, DATA/dev (+ trials), DATA/dev_tel (dev through the telephone channel)
-#   2 train the baseline x-vector, one per seed          conf/[PREFIX_]baseline.yaml -> EXP/seedN/baseline
-#   3 train the proposed Bayesian x-vector, one per seed conf/[PREFIX_]proposed.yaml -> EXP/seedN/proposed
+#   2 train the baseline, one per seed                 conf/[PREFIX_]baseline.yaml -> EXP/seedN/baseline
+#   3 train the proposed Bayesian model, one per seed  conf/[PREFIX_]proposed.yaml -> EXP/seedN/proposed
 #   4 extract embeddings (train for the back-ends, dev, dev_tel) -> EXP/seedN/emb/SYSTEM/SET.npz
 #   5 score: cosine (training mean subtracted) and LDA + PLDA trained on the training embeddings
 #   6 evaluate with bootstrap CIs, fuse (cross-validated over enrollment utterances), per-seed tables
