@@ -6,7 +6,9 @@ A checkpoint is a ``torch.save`` dict loadable with ``weights_only=True`` (no pi
     version         spkver.__version__ that wrote it
     model_name      key of spkver.nn.tdnn.MODELS
     model_kwargs    constructor arguments, including feat_dim and num_classes
-    model_state     state_dict of the (unwrapped) model
+    model_state     state_dict of the (unwrapped) model; without the keys under its ``head_prefixes`` when
+                    ``head`` is False
+    head            False for an embedding-only extractor (no classifier of the training speakers); absent: True
     features        FeatureConfig.to_dict() the model was trained on
     speakers        training speaker ids; class k is speakers[k]
     epoch, step     completed epochs and optimisation steps
@@ -96,13 +98,18 @@ def _atomic_save(obj: dict, path: Path) -> Path:
 def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, model_name: str, model_kwargs: dict,
                     features: dict, speakers: list[str], epoch: int = 0, step: int = 0,
                     config: dict | None = None, optimizer=None, scheduler=None, scaler=None,
-                    sampler: dict | None = None, rng: bool = True) -> Path:
+                    sampler: dict | None = None, rng: bool = True, head: bool = True) -> Path:
     """Write a checkpoint atomically (temp file + ``os.replace``); see the module docstring for the keys.
 
     ``model`` may be DDP-wrapped. Optimiser, scheduler, scaler and sampler states are stored when given;
-    ``rng=True`` stores the RNG states so that a resumed run continues exactly.
+    ``rng=True`` stores the RNG states so that a resumed run continues exactly. ``head=False`` writes an
+    embedding-only extractor: the layers between the embedding and the training speakers' logits are left out.
     """
-    state = {k: v.detach().to("cpu", copy=True) for k, v in unwrap(model).state_dict().items()}
+    model = unwrap(model)
+    if not head and not hasattr(model, "embedding_state"):
+        raise ValueError(f"save_checkpoint: {type(model).__name__} cannot be saved without its head")
+    state = model.embedding_state() if not head else model.state_dict()
+    state = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
     obj = {
         "format": CHECKPOINT_FORMAT,
         "version": __version__,
@@ -114,6 +121,8 @@ def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, model_na
         "epoch": int(epoch),
         "step": int(step),
     }
+    if not head:
+        obj["head"] = False
     if config is not None:
         obj["config"] = config
     for key, value in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):
@@ -269,7 +278,10 @@ def load_model(path_or_exp_dir: str | os.PathLike, device: str | torch.device = 
     except (ValueError, TypeError) as err:
         raise CheckpointError(f"{path}: cannot rebuild model {obj['model_name']!r} ({err})") from None
     try:
-        model.load_state_dict(obj["model_state"])
+        if obj.get("head", True):
+            model.load_state_dict(obj["model_state"])
+        else:
+            model.load_embedding_state(obj["model_state"])
     except RuntimeError as err:
         raise CheckpointError(f"{path}: weights do not fit model {obj['model_name']!r} ({err})") from None
     feature_cfg = FeatureConfig.from_dict(obj["features"])

@@ -575,16 +575,17 @@ def _write_system(out: Path, manifest: dict, names, sources, loaded, branches, c
     try:
         extractors = []
         for n, source, (model, features, meta), branch in zip(names, sources, loaded, branches):
-            rel = f"extractors/{n}.pt"  # the weights and what rebuilds the model; no optimiser or RNG state
+            rel = f"extractors/{n}.pt"  # the embedding network and what rebuilds it; no classifier, optimiser, RNG
             save_checkpoint(tmp / rel, model=model, model_name=meta["model_name"], model_kwargs=meta["model_kwargs"],
                             features=features.to_dict(), speakers=[], epoch=meta.get("epoch", 0),
-                            step=meta.get("step", 0), rng=False)
+                            step=meta.get("step", 0), rng=False, head=False)
             kind = scorer_kind(branch.scorer)
             branch.scorer.save(tmp / f"backend/{n}.npz")
             spec = {"name": n, "checkpoint": rel, "mc_samples": 0, "features": features.to_dict(),
                     "model": {"name": meta["model_name"], "kwargs": meta["model_kwargs"],
                               "embed_dim": int(model.embed_dim),
-                              "parameters": int(sum(p.numel() for p in model.parameters())),
+                              "parameters": int(sum(p.numel() for k, p in model.named_parameters()
+                                                    if not k.startswith(model.head_prefixes))),
                               "bayesian": bool(getattr(model, "is_bayesian", False)),
                               "source": source if isinstance(source, str) else str(source.resolve()),
                               "epoch": meta.get("epoch"), "step": meta.get("step"),

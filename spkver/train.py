@@ -140,7 +140,8 @@ def _init_from(model, init, speakers: list[str], features: dict, model_kwargs: d
     if not hasattr(model, "init_from_baseline"):
         raise ConfigError(f"model {type(model).__name__} cannot be initialised from a baseline")
     try:
-        model.init_from_baseline(base["model_state"], keep=() if base["speakers"] else ("classifier.",))
+        keep = () if base["speakers"] else ("classifier.",)  # not the classifier of other (or no) speakers
+        model.init_from_baseline(base["model_state"], keep=keep if base.get("head", True) else model.head_prefixes)
     except ValueError as err:
         arch = {k: v for k, v in base["model_kwargs"].items() if k not in ("feat_dim", "num_classes")}
         raise ConfigError(f"{base['path']}: {err} (it holds model {base['model_name']} {arch})") from None

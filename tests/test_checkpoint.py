@@ -115,3 +115,45 @@ def test_rng_capture_is_weights_only_safe(tmp_path):
     restore_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
     draws = (random.random(), np.random.randn(), np.random.randn(), torch.rand(2))
     assert draws[:3] == expected[:3] and torch.equal(draws[3], expected[3])  # the cached gaussian comes back too
+
+
+ECAPA_SMALL = {"channels": 16, "attention_channels": 8, "embed_dim": 10, "res2net_scale": 4, "se_channels": 8}
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("xvector", KWARGS), ("bayes_xvector", KWARGS),
+    ("ecapa_tdnn", {"feat_dim": 20, "num_classes": 4, **ECAPA_SMALL}),
+    ("bayes_ecapa_tdnn", {"feat_dim": 20, "num_classes": 4, **ECAPA_SMALL})])
+def test_an_embedding_only_checkpoint_leaves_the_head_out_and_embeds_the_same(tmp_path, name, kwargs):
+    from model_fixtures import randomize_batchnorm
+    from spkver.train import _init_from
+
+    torch.manual_seed(0)
+    model = randomize_batchnorm(build_model(name, **kwargs)).eval()
+    feats = FeatureConfig(num_mel_bins=24, num_ceps=20).to_dict()
+    full = save_checkpoint(tmp_path / "full.pt", model=model, model_name=name, model_kwargs=kwargs, features=feats,
+                           speakers=[], rng=False)
+    bare = save_checkpoint(tmp_path / "bare.pt", model=model, model_name=name, model_kwargs=kwargs, features=feats,
+                           speakers=[], rng=False, head=False)
+    obj = torch.load(bare, weights_only=True)
+    head = [k for k in model.state_dict() if k.startswith(model.head_prefixes)]
+    assert head and obj["head"] is False and "head" not in torch.load(full, weights_only=True)
+    assert sorted(obj["model_state"]) == sorted(set(model.state_dict()) - set(head))
+    assert bare.stat().st_size < full.stat().st_size
+    loaded, _, _ = load_model(bare)
+    assert not loaded.has_head and load_model(full)[0].has_head
+    x = torch.randn(3, 40, 20)
+    torch.testing.assert_close(loaded.extract(x)[0], model.extract(x)[0], rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="embedding only"):
+        loaded(x)
+    # a baseline saved without its head still initialises a Bayesian model (not its classifier: no speakers)
+    target = build_model(name if name.startswith("bayes_") else f"bayes_{name}", **kwargs)
+    _init_from(target, bare, ["a", "b", "c", "d"], feats, kwargs)
+    first = next(k for k, v in obj["model_state"].items() if k.endswith((".weight", ".weight_mu")) and v.dim() > 1)
+    mu = first if first.endswith("_mu") else f"{first}_mu"
+    torch.testing.assert_close(target.state_dict()[mu], obj["model_state"][first], rtol=0, atol=0)
+    # a missing embedding weight is an error naming the file, never a partial load
+    del obj["model_state"][first]
+    torch.save(obj, tmp_path / "broken.pt")
+    with pytest.raises(CheckpointError, match=rf"broken\.pt.*missing key.*{first}"):
+        load_model(tmp_path / "broken.pt")

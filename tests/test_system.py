@@ -66,9 +66,12 @@ def test_cli_build_from_data_dirs_writes_a_complete_manifest(setup, tmp_path, ca
     assert [r["name"] for r in metrics["rows"]] == ["base", "calibrated"] and "act_dcf" in metrics["rows"][1]
     cv = metrics["cross_validated"]
     assert cv["n_folds"] == 2 and cv["p_target"] == 0.01 and cv["act_dcf"] >= cv["min_dcf"] > 0
-    # the checkpoint holds the model only, and loads with weights_only
+    # the checkpoint holds the embedding network only (no classifier, optimiser ...), and loads with weights_only
     ckpt = torch.load(out / "extractors/base.pt", weights_only=True)
     assert not {"optimizer", "scheduler", "rng", "sampler"} & set(ckpt) and ckpt["speakers"] == []
+    assert ckpt["head"] is False and not any(k.startswith(("seg_2.", "classifier.")) for k in ckpt["model_state"])
+    assert x["model"]["parameters"] == sum(v.numel() for k, v in ckpt["model_state"].items()
+                                           if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
     assert main(["system", "info", "--system", str(out)]) == 0
     assert json.loads(capsys.readouterr().out)["metrics"]["cross_validated"] == cv
 

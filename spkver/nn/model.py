@@ -35,14 +35,44 @@ class SpeakerModel(nn.Module):
     """
 
     min_frames = 15
+    #: state-dict key prefixes of the layers between the embedding and the training speakers' logits (training
+    #: alone uses them); an embedding-only extractor leaves them out (:meth:`load_embedding_state`)
+    head_prefixes: tuple = ("classifier.",)
+    #: False once :meth:`load_embedding_state` loaded weights without the head: :meth:`forward` refuses to run
+    has_head = True
 
     def embed(self, x: torch.Tensor, lengths=None) -> torch.Tensor:
         """Embedding ``(batch, embed_dim)`` of features ``(batch, frames, feat_dim)`` in the current mode."""
         raise NotImplementedError
 
+    def head(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Embedding ``(batch, embed_dim)`` -> logits ``(batch, num_classes)``."""
+        return self.classifier(embedding)
+
     def forward(self, x: torch.Tensor, lengths=None) -> torch.Tensor:
         """Logits ``(batch, num_classes)`` (cosines with ``classifier="cosine"``)."""
-        return self.classifier(self.embed(x, lengths))
+        if not self.has_head:
+            raise RuntimeError(f"{type(self).__name__}: this extractor was saved for embedding only, without the "
+                               "classifier of its training speakers; use embed() or extract()")
+        return self.head(self.embed(x, lengths))
+
+    def embedding_state(self) -> dict:
+        """The ``state_dict`` without the keys under :attr:`head_prefixes`."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(self.head_prefixes)}
+
+    def load_embedding_state(self, state: dict) -> None:
+        """Load weights saved without the head (:meth:`embedding_state`): every other key must be there with
+        its shape; the head keeps its initial values and :meth:`forward` refuses to run."""
+        own = self.state_dict()
+        head = {k for k in own if k.startswith(self.head_prefixes)}
+        unexpected = sorted(set(state) - (set(own) - head))
+        missing = sorted(set(own) - head - set(state))
+        if unexpected or missing:
+            raise RuntimeError("; ".join(part for part in (
+                f"unexpected key(s) {unexpected[:5]}" if unexpected else "",
+                f"missing key(s) {missing[:5]}" if missing else "") if part))
+        self.load_state_dict({**{k: own[k] for k in head}, **state})
+        self.has_head = False
 
     def embed_inference(self, x: torch.Tensor, lengths=None) -> torch.Tensor:
         """:meth:`embed` for inference, where one example's embedding must not depend on the others in its

@@ -119,6 +119,8 @@ class XVector(SpeakerModel):
     Input features are ``(batch, frames, feat_dim)`` with optional ``lengths (batch,)``.
     """
 
+    head_prefixes = ("seg_1_norm.", "seg_2.", "seg_2_norm.", "classifier.")  # embedding (seg_1) -> logits
+
     def __init__(self, feat_dim: int, num_classes: int, channels: int = 512, stats_channels: int = 1500,
                  embed_dim: int = 512, bayes_layers=(), sampling: str = "bbb", prior: str = "gaussian",
                  prior_sigma: float = 1.0, mixture_pi: float = 0.5, mixture_sigma1: float = 1.0,
@@ -165,10 +167,6 @@ class XVector(SpeakerModel):
         h = self.seg_1_norm(F.relu(embedding))
         h = self.seg_2_norm(F.relu(self.seg_2(h)))
         return self.classifier(h)
-
-    def forward(self, x: torch.Tensor, lengths=None) -> torch.Tensor:
-        """Logits ``(batch, num_classes)`` for features ``(batch, frames, feat_dim)``."""
-        return self.head(self.embed(x, lengths))
 
     def embed(self, x: torch.Tensor, lengths=None) -> torch.Tensor:
         """Embedding ``(batch, embed_dim)``: the affine output of seg_1 (in the current mode)."""

@@ -6,7 +6,7 @@
 # trials. Needs a finished main run (stages 1-5: models and embeddings); extracts nothing. Run from recipes/so762:
 #
 #   local/make_default_system.sh [--exp exp] [--seed 0] [--data data] [--conf ""] [--out ../../spkver/default_system]
-#   local/make_default_system.sh --exp exp_augment_ecapa   # the shipped system: the augmented ECAPA-TDNN run's seed 0
+#   local/make_default_system.sh --exp exp_augment_ecapa_long   # the shipped system: augmented ECAPA-TDNN, seed 0
 #
 # system.json records the metrics on the dev trials and a speaker-disjoint cross-validated check of the
 # calibration (actual vs minimum DCF); `spkver system info` prints them.
