@@ -64,14 +64,13 @@ class SpeakerModel(nn.Module):
         """Load weights saved without the head (:meth:`embedding_state`): every other key must be there with
         its shape; the head keeps its initial values and :meth:`forward` refuses to run."""
         own = self.state_dict()
-        head = {k for k in own if k.startswith(self.head_prefixes)}
-        unexpected = sorted(set(state) - (set(own) - head))
-        missing = sorted(set(own) - head - set(state))
+        expected = {k for k in own if not k.startswith(self.head_prefixes)}
+        unexpected, missing = sorted(set(state) - expected), sorted(expected - set(state))
         if unexpected or missing:
             raise RuntimeError("; ".join(part for part in (
                 f"unexpected key(s) {unexpected[:5]}" if unexpected else "",
                 f"missing key(s) {missing[:5]}" if missing else "") if part))
-        self.load_state_dict({**{k: own[k] for k in head}, **state})
+        self.load_state_dict({**own, **state})
         self.has_head = False
 
     def embed_inference(self, x: torch.Tensor, lengths=None) -> torch.Tensor:
